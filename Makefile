@@ -1,0 +1,28 @@
+# Set-up and the two jobs of the README. Each target creates .venv itself on a machine with only Python >= 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := demo-output
+
+.PHONY: demo test clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+demo: $(VENV)/.installed-run
+	bash scripts/demo.sh $(DEMO)
+
+clean:
+	rm -rf $(VENV) $(DEMO)

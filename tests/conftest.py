@@ -1,0 +1,1 @@
+"""Shared pytest configuration: tests run on the CPU with tiny models and small simulated granules."""
