@@ -1,0 +1,218 @@
+"""Released model directories (layout in docs/design.md) and their ONNX Runtime sessions, without torch.
+
+A model is found by path or by name: a name is looked up in each directory of the ``TEMPOCODEC_MODELS`` environment
+variable (``os.pathsep``-separated), then in :func:`models_dir`. :func:`load_model` reads and verifies a directory once
+per process; :func:`session` opens one ONNX graph of it, once per process per (model sha256, graph).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tempocodec.errors import TempocodecError
+
+MODEL_FORMAT = "tempocodec-model/1"
+MODELS_ENV = "TEMPOCODEC_MODELS"
+_MANIFEST_KEYS = ("name", "band", "n_channels", "latent_channels", "tile", "downsample", "files", "sha256")
+
+_sessions: dict[tuple[str, str], ort.InferenceSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def models_dir() -> Path:
+    """The released models: ``tempocodec/models/`` inside a wheel, else the repository's top-level ``models/``."""
+    package = Path(__file__).resolve().parent
+    bundled = package / "models"
+    return bundled if bundled.is_dir() else package.parent / "models"
+
+
+def _search_path() -> list[Path]:
+    """Directories searched for a model name: those of ``TEMPOCODEC_MODELS``, then :func:`models_dir`."""
+    extra = [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
+    return [*extra, models_dir()]
+
+
+def known_models() -> list[str]:
+    """Names of the model directories (those holding a ``manifest.json``) on the search path, sorted, unique."""
+    names = {p.name for d in _search_path() if d.is_dir() for p in d.iterdir() if (p / "manifest.json").is_file()}
+    return sorted(names)
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The directory of a model given as a directory path or as a name on the search path."""
+    path = Path(name_or_path)
+    if (path / "manifest.json").is_file():
+        return path
+    if path.name == str(name_or_path):
+        for root in _search_path():
+            if (root / path / "manifest.json").is_file():
+                return root / path
+    known = ", ".join(known_models()) or "none"
+    raise TempocodecError(
+        f"model {str(name_or_path)!r}: no model directory by that path or name "
+        f"(searched {MODELS_ENV} and {models_dir()}; known models: {known})"
+    )
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def combined_sha256(files: dict[str, str]) -> str:
+    """Hex sha256 of the sorted ``"name:sha"`` lines of ``files`` joined with newlines (the manifest's ``sha256``)."""
+    text = "\n".join(f"{name}:{files[name]}" for name in sorted(files))
+    return sha256_bytes(text.encode("utf-8"))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelArtifacts:
+    """A verified model directory.
+
+    ``mu``, ``sigma``: float32 ``(n_channels,)`` normalization of log radiance. ``tile``: tile side in pixels;
+    ``downsample``: pixels per latent cell per side. ``files`` maps file names to their manifest sha256.
+    """
+
+    path: Path
+    name: str
+    band: str
+    n_channels: int
+    latent_channels: int
+    tile: int
+    downsample: int
+    sha256: str
+    mu: np.ndarray = field(repr=False)
+    sigma: np.ndarray = field(repr=False)
+    files: dict[str, str] = field(repr=False)
+
+    def graph_path(self, which: str) -> Path:
+        """Path of the ONNX graph ``which`` (``"encoder"``, ``"decoder"``, ...); raise if it is not in the model."""
+        name = f"{which}.onnx"
+        path = self.path / name
+        if name not in self.files:
+            raise TempocodecError(f"{self.path}: model {self.name} has no {name} in its manifest")
+        if not path.is_file():
+            raise TempocodecError(f"{path}: missing (model {self.name} lists it in its manifest)")
+        return path
+
+
+def load_model(model_dir: str | os.PathLike) -> ModelArtifacts:
+    """Read and verify the model directory ``model_dir`` (cached per process and manifest modification time).
+
+    Every file the manifest lists is checked against its sha256, except ONNX graphs that are absent: those fail only
+    when :func:`session` is asked for them. The graphs present are hashed again when their session is created.
+    """
+    path = Path(model_dir).resolve()
+    manifest = path / "manifest.json"
+    try:
+        stamp = manifest.stat().st_mtime_ns
+    except OSError:
+        raise TempocodecError(f"{manifest}: missing; {path} is not a tempocodec model directory") from None
+    return _load_model(path, stamp)
+
+
+@lru_cache(maxsize=32)
+def _load_model(path: Path, stamp: int) -> ModelArtifacts:
+    """:func:`load_model` for a resolved directory whose manifest has modification time ``stamp`` (ns)."""
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TempocodecError(f"{manifest_path}: unreadable manifest ({err})") from None
+    missing = [key for key in _MANIFEST_KEYS if key not in manifest]
+    if manifest.get("format") != MODEL_FORMAT or missing:
+        raise TempocodecError(
+            f"{manifest_path}: not a {MODEL_FORMAT} manifest (format {manifest.get('format')!r}, missing {missing})"
+        )
+    files = {str(k): str(v) for k, v in manifest["files"].items()}
+    if combined_sha256(files) != manifest["sha256"]:
+        raise TempocodecError(f"{manifest_path}: sha256 does not match the sha256 of its file list")
+    for name, digest in files.items():
+        file = path / name
+        if name.endswith(".onnx") and not file.exists():
+            continue
+        if not file.is_file():
+            raise TempocodecError(f"{file}: missing (listed in {manifest_path})")
+        if sha256_bytes(file.read_bytes()) != digest:
+            raise TempocodecError(f"{file}: sha256 differs from the manifest (file changed or corrupt)")
+    mu, sigma = _read_stats(path / "normalization.npz", int(manifest["n_channels"]))
+    return ModelArtifacts(
+        path=path,
+        name=str(manifest["name"]),
+        band=str(manifest["band"]),
+        n_channels=int(manifest["n_channels"]),
+        latent_channels=int(manifest["latent_channels"]),
+        tile=int(manifest["tile"]),
+        downsample=int(manifest["downsample"]),
+        sha256=str(manifest["sha256"]),
+        mu=mu,
+        sigma=sigma,
+        files=files,
+    )
+
+
+def _read_stats(path: Path, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``mu``, ``sigma`` float32 ``(n_channels,)`` from ``normalization.npz``."""
+    try:
+        with np.load(path) as stats:
+            mu = np.asarray(stats["mu"], dtype=np.float32)
+            sigma = np.asarray(stats["sigma"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as err:
+        raise TempocodecError(f"{path}: unreadable normalization ({err})") from None
+    if mu.shape != (n_channels,) or sigma.shape != (n_channels,):
+        raise TempocodecError(f"{path}: mu {mu.shape} and sigma {sigma.shape} must both be ({n_channels},)")
+    mu.flags.writeable = False
+    sigma.flags.writeable = False
+    return mu, sigma
+
+
+def providers() -> list[str]:
+    """ONNX Runtime execution providers to use: CUDA first when this onnxruntime build has it, then CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.InferenceSession:
+    """The ONNX Runtime session of graph ``which`` (``"encoder"`` or ``"decoder"``) of a model.
+
+    ``model`` is loaded artifacts or a model directory. Sessions are created lazily under a lock and cached per process
+    per (model sha256, which); they are safe to call from several threads. The graph's bytes are checked against the
+    manifest before the session is built from them. Intra-op threads: the CPUs available to the process.
+    """
+    art = model if isinstance(model, ModelArtifacts) else load_model(model)
+    key = (art.sha256, which)
+    cached = _sessions.get(key)
+    if cached is not None:
+        return cached
+    with _sessions_lock:
+        if key not in _sessions:
+            path = art.graph_path(which)
+            data = path.read_bytes()
+            if sha256_bytes(data) != art.files[path.name]:
+                raise TempocodecError(f"{path}: sha256 differs from the manifest (file changed or corrupt)")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = _cpu_count()
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            try:
+                _sessions[key] = ort.InferenceSession(data, sess_options=options, providers=providers())
+            except Exception as err:  # onnxruntime raises its own exception types for unloadable graphs
+                raise TempocodecError(f"{path}: ONNX Runtime cannot load the graph ({err})") from None
+        return _sessions[key]

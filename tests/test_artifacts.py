@@ -1,0 +1,106 @@
+"""Tests for tempocodec.artifacts: finding, verifying and opening model directories."""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_model import SMALL_CHANNELS, export_tiny, tiny_models  # noqa: F401  (session fixture)
+
+import tempocodec
+from tempocodec.artifacts import load_model, models_dir, resolve_model, session
+from tempocodec.errors import TempocodecError
+
+
+def test_models_dir_is_the_repository_models_folder_in_a_source_install():
+    assert models_dir() == Path(tempocodec.__file__).resolve().parent.parent / "models"
+
+
+def test_resolve_by_path_and_by_name(tiny_models):
+    assert resolve_model(tiny_models.small) == tiny_models.small
+    assert resolve_model(str(tiny_models.small)) == tiny_models.small
+    assert resolve_model("tiny") == tiny_models.root / "tiny"
+    assert resolve_model("tiny1028") == tiny_models.root / "tiny1028"
+
+
+def test_unknown_model_lists_the_known_ones(tiny_models):
+    with pytest.raises(TempocodecError, match=r"'nope'.*known models: tiny, tiny1028"):
+        resolve_model("nope")
+    with pytest.raises(TempocodecError, match="no model directory"):
+        resolve_model(tiny_models.root / "nope")
+
+
+def test_load_model_reads_the_manifest_and_statistics(tiny_models):
+    art = load_model(tiny_models.small)
+    manifest = json.loads((tiny_models.small / "manifest.json").read_text())
+    assert (art.name, art.band, art.n_channels, art.latent_channels, art.tile, art.downsample) == (
+        "tiny", "band_290_490_nm", SMALL_CHANNELS, 4, 64, 4)
+    assert art.sha256 == manifest["sha256"] and len(art.sha256) == 64
+    stats = np.load(tiny_models.small / "normalization.npz")
+    np.testing.assert_array_equal(art.mu, stats["mu"])
+    assert art.sigma.dtype == np.float32 and art.sigma.shape == (SMALL_CHANNELS,)
+    assert load_model(tiny_models.small) is art
+    assert load_model(tiny_models.other).sha256 != art.sha256
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_changed_file_is_refused(tiny_models, tmp_path):
+    model = _copy(tiny_models.small, tmp_path / "tiny")
+    stats = np.load(model / "normalization.npz")
+    np.savez(model / "normalization.npz", mu=stats["mu"] + 1, sigma=stats["sigma"])
+    with pytest.raises(TempocodecError, match=r"normalization.npz: sha256 differs from the manifest"):
+        load_model(model)
+
+
+def test_a_changed_manifest_is_refused(tiny_models, tmp_path):
+    model = _copy(tiny_models.small, tmp_path / "tiny")
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["sha256"] = "0" * 64
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TempocodecError, match="does not match the sha256 of its file list"):
+        load_model(model)
+    (model / "manifest.json").write_text("{not json")
+    with pytest.raises(TempocodecError, match="unreadable manifest"):
+        load_model(model)
+    with pytest.raises(TempocodecError, match="not a tempocodec model directory"):
+        load_model(tmp_path)
+
+
+def test_missing_decoder_fails_only_when_decoding(tmp_path):
+    model = export_tiny(tmp_path / "tiny", "tiny", SMALL_CHANNELS, 4, seed=7)  # sessions are cached by sha256
+    (model / "decoder.onnx").unlink()
+    art = load_model(model)
+    x = np.zeros((1, SMALL_CHANNELS, 8, 8), np.float32)
+    mean, logvar = session(art, "encoder").run(["mean", "logvar"], {"x": x})
+    assert mean.shape == (1, 4, 2, 2)
+    with pytest.raises(TempocodecError, match=r"decoder.onnx: missing"):
+        session(art, "decoder")
+    with pytest.raises(TempocodecError, match="no probes/none.onnx in its manifest"):
+        session(art, "probes/none")
+
+
+def test_a_corrupt_graph_is_refused_when_its_session_is_made(tmp_path):
+    model = export_tiny(tmp_path / "tiny", "tiny", SMALL_CHANNELS, 4, seed=8)
+    art = load_model(model)
+    (model / "decoder.onnx").write_bytes(b"garbage")
+    with pytest.raises(TempocodecError, match=r"decoder.onnx: sha256 differs"):
+        session(art, "decoder")
+
+
+def test_sessions_are_cached_and_made_once_under_concurrency(tiny_models):
+    art = load_model(tiny_models.full)
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(session(art, "decoder"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(found) == 4 and all(s is found[0] for s in found)
+    assert session(tiny_models.full, "decoder") is found[0]
+    assert "CPUExecutionProvider" in found[0].get_providers()

@@ -1,0 +1,119 @@
+"""Tiny random-init VAE models exported as model directories, and synthetic radiance, for the codec tests.
+
+``tiny_models`` (session fixture) exports, once per test session:
+
+- ``tiny``: 16 channels, 4 latent channels (fast; most tests);
+- ``tiny1028``: 1028 channels, 32 latent channels (real TEMPO chunk and latent sizes);
+- ``other/tiny``: a second model named ``tiny`` with other weights (a different sha256).
+
+and puts the directory of the first two on ``TEMPOCODEC_MODELS`` so that codecs find them by name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from tempocodec.artifacts import MODELS_ENV
+from tempocodec.export import export_model
+from tempocodec.normalize import denormalize, normalize
+from tempocodec.vae import VAE, VAEConfig
+
+SMALL_CHANNELS = 16
+LOG_RADIANCE = 30.0
+"""log of a typical TEMPO radiance (about 1e13 photons/s/cm²/nm/sr)."""
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    """Paths of the exported tiny model directories; ``root`` is on ``TEMPOCODEC_MODELS``."""
+
+    root: Path
+    small: Path
+    full: Path
+    other: Path
+
+
+def export_tiny(out_dir: Path, name: str, n_channels: int, latent_channels: int, seed: int) -> Path:
+    """Export a random-init VAE (widths 8, 8, 8; no attention) with stats around :data:`LOG_RADIANCE`."""
+    torch.manual_seed(seed)
+    config = VAEConfig(n_channels=n_channels, latent_channels=latent_channels, widths=(8, 8, 8),
+                       res_blocks=(0, 0, 1), attention=False)
+    model = VAE(config).eval()
+    channel = np.arange(n_channels, dtype=np.float32)
+    mu = (LOG_RADIANCE + 0.5 * np.sin(channel / 7.0)).astype(np.float32)
+    sigma = (0.3 + 0.1 * np.cos(channel / 5.0)).astype(np.float32)
+    return export_model(model, mu, sigma, out_dir, name=name, band="band_290_490_nm")
+
+
+_built: dict[str, TinyModels] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory):
+    """Export the tiny models once per session and put them on ``TEMPOCODEC_MODELS`` while the session runs."""
+    if "models" not in _built:
+        root = tmp_path_factory.mktemp("tiny_models")
+        _built["models"] = TinyModels(
+            root=root,
+            small=export_tiny(root / "tiny", "tiny", SMALL_CHANNELS, 4, seed=0),
+            full=export_tiny(root / "tiny1028", "tiny1028", 1028, 32, seed=0),
+            other=export_tiny(root.parent / f"{root.name}_other" / "tiny", "tiny", SMALL_CHANNELS, 4, seed=1),
+        )
+    models = _built["models"]
+    previous = os.environ.get(MODELS_ENV)
+    os.environ[MODELS_ENV] = str(models.root)
+    yield models
+    if previous is None:
+        os.environ.pop(MODELS_ENV, None)
+    else:
+        os.environ[MODELS_ENV] = previous
+
+
+def radiance(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """Smooth synthetic radiance float32 ``(rows, cols, channels)`` around exp(:data:`LOG_RADIANCE`), all valid."""
+    rng = np.random.default_rng(seed)
+    rows, cols, channels = shape
+    r = np.linspace(0, 3, rows, dtype=np.float32)[:, None, None]
+    c = np.linspace(0, 2, cols, dtype=np.float32)[None, :, None]
+    k = np.arange(channels, dtype=np.float32)[None, None, :]
+    log_l = LOG_RADIANCE + 0.5 * np.sin(k / 7.0) + 0.2 * np.sin(r + c + k / 40.0)
+    log_l = log_l + 0.01 * rng.standard_normal(shape, dtype=np.float32)
+    return np.exp(log_l).astype(np.float32)
+
+
+def _edge_pad(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Replicate the last row and column of ``array`` ``(C, h, w)`` out to ``(C, rows, cols)``."""
+    return np.pad(array, ((0, 0), (0, rows - array.shape[1]), (0, cols - array.shape[2])), mode="edge")
+
+
+def reference_latent(model_dir: Path, tile: np.ndarray, extent: tuple[int, int], dtype: str = "float16") -> np.ndarray:
+    """What the codec should store for a chunk ``(rows, cols, C)`` whose valid pixels lie inside ``extent``.
+
+    Invalid elements must be non-finite or ``|L| > 1e30``. The normalized valid region is edge-padded to the tile, run through ``encoder.onnx`` directly, and the latent mean
+    cropped to ``ceil(extent / 4)`` and cast to ``dtype``: float ``(Z, ceil(h/4), ceil(w/4))``.
+    """
+    stats = np.load(model_dir / "normalization.npz")
+    h, w = extent
+    rows, cols, _ = tile.shape
+    x = normalize(tile[:h, :w], stats["mu"], stats["sigma"]).transpose(2, 0, 1)
+    encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    (mean,) = encoder.run(["mean"], {"x": _edge_pad(x, rows, cols)[None]})
+    return mean[0, :, : -(-h // 4), : -(-w // 4)].astype(dtype)
+
+
+def reference_roundtrip(model_dir: Path, tile: np.ndarray, extent: tuple[int, int]) -> np.ndarray:
+    """The codec's expected reconstruction of the valid region ``extent`` of a chunk, by direct ONNX calls: float32 ``(h, w, C)``."""
+    stats = np.load(model_dir / "normalization.npz")
+    rows, cols, _ = tile.shape
+    latent = reference_latent(model_dir, tile, extent).astype(np.float32)
+    decoder = ort.InferenceSession(str(model_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    (x,) = decoder.run(["x"], {"z": _edge_pad(latent, rows // 4, cols // 4)[None]})
+    radiance = denormalize(x[0], stats["mu"], stats["sigma"], axis=0).transpose(1, 2, 0)
+    return radiance[: extent[0], : extent[1]]
