@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -24,3 +25,68 @@ class _Group(click.Group):
 @click.version_option(package_name="tempocodec")
 def main() -> None:
     """Compress TEMPO Level-1B radiance with a variational autoencoder, and read Level-2 products from the latents."""
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory with TEMPO_RAD_L1_*.nc granules (searched recursively).")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option("--band", type=click.Choice(["band_290_490_nm", "band_540_740_nm"]), default=None, help="[band_290_490_nm]")
+@click.option("--epochs", type=int, default=None, help="Passes over the training tiles [20].")
+@click.option("--batch-size", type=int, default=None, help="Tiles per step [8].")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="[cpu]")
+@click.option("--latent-channels", type=int, default=None, help="Latent channels Z [32].")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [5e-4].")
+@click.option("--seed", type=int, default=None, help="[0]")
+@click.option("--max-steps", type=int, default=None, help="Cap on the total number of steps.")
+@click.option("--crop", type=int, default=None, help="Random crop size in pixels, a multiple of 4 up to 64 [64].")
+@click.option("--val-fraction", type=float, default=None, help="Fraction of granules held out [0.2].")
+@click.option("--patience", type=int, default=None, help="Validations without improvement before stopping [5].")
+@click.option("--time-limit", type=float, default=None, help="Pause after this many seconds (resume later).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (given options override the saved ones).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, batch_size: int | None,
+          device: str | None, latent_channels: int | None, lr: float | None, seed: int | None, max_steps: int | None,
+          crop: int | None, val_fraction: float | None, patience: int | None, time_limit: float | None,
+          resume: bool, quiet: bool) -> None:
+    """Train the VAE on the granules in --data; checkpoints, statistics and summary.json go to --out."""
+    import json
+    from dataclasses import asdict
+
+    from tempocodec.train import TrainConfig, train_run
+
+    saved = run_dir / "config.json"
+    base = asdict(TrainConfig(data=str(data_dir)))
+    if resume and saved.exists():
+        base = json.loads(saved.read_text(encoding="utf-8"))
+    given = {"band": band, "epochs": epochs, "batch_size": batch_size, "device": device, "lr": lr, "seed": seed,
+             "max_steps": max_steps, "crop": crop, "val_fraction": val_fraction, "patience": patience}
+    values = {**base, "data": str(data_dir), **{k: v for k, v in given.items() if v is not None}}
+    if latent_channels is not None:
+        values["model"] = {**values["model"], "latent_channels": latent_channels}
+    config = TrainConfig.from_dict(values)
+    if config.crop % 4 or not 4 <= config.crop <= config.vae_config().tile:
+        raise TempocodecError(f"--crop {config.crop}: expected a multiple of 4 between 4 and {config.vae_config().tile}")
+    summary = train_run(config, run_dir, resume=resume, progress=not quiet, time_limit=time_limit)
+    steps = summary["training"]
+    if not summary["finished"]:
+        click.echo(f"paused at step {steps['steps']} of {steps['total_steps']}; continue with --resume")
+        return
+    validation = summary["validation"]
+    click.echo(f"done: {steps['steps']} steps in {steps['seconds']:.0f} s, best validation L1 {steps['best_val_l1']:.4f} "
+               f"at step {steps['best_step']}; relative RMSE per spectrum "
+               f"{100 * validation['relative_rmse_per_spectrum']['mean']:.2f}%, "
+               f"{validation['active_latent_channels']} active latent channels; summary in {run_dir / 'summary.json'}")
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name written into the manifest.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
+    """Export the best checkpoint of the finished run RUN_DIR as the model directory OUT_DIR (ONNX, manifest, card)."""
+    from tempocodec.export import export_run
+
+    out = export_run(run_dir, out_dir, name=name, overwrite=overwrite)
+    click.echo(f"wrote model {name} to {out}")

@@ -24,6 +24,7 @@ from torch import nn
 
 from tempocodec import __version__
 from tempocodec.errors import TempocodecError
+from tempocodec.train import load_checkpoint
 from tempocodec.vae import VAE
 
 MODEL_FORMAT = "tempocodec-model/1"
@@ -184,3 +185,86 @@ def export_model(model: VAE, mu: np.ndarray, sigma: np.ndarray, out_dir: Path, *
         if staging.exists():
             shutil.rmtree(staging)
     return out_dir
+
+
+def _percent(value: float | None) -> str:
+    """A fraction as a percentage with 3 significant digits ("n/a" for None)."""
+    return "n/a" if value is None else f"{100 * value:.3g}%"
+
+
+def _window_metrics(validation: dict, wavelength: list | None) -> dict:
+    """Mean and median relative error over the channels of a few wavelength windows (all channels if unknown)."""
+    mean = np.asarray([np.nan if v is None else v for v in validation["relative_error_mean_per_channel"]])
+    median = np.asarray([np.nan if v is None else v for v in validation["relative_error_median_per_channel"]])
+    if wavelength is None:
+        return {"all channels": f"mean {_percent(np.nanmean(mean))}, median {_percent(np.nanmedian(median))}"}
+    wl = np.asarray(wavelength, np.float64)
+    rows = {}
+    for low, high in ((290, 310), (310, 330), (330, 405), (405, 465), (465, 490)):
+        inside = (wl >= low) & (wl < high)
+        if inside.any():
+            rows[f"{low}-{high} nm"] = (f"mean {_percent(np.nanmean(mean[inside]))}, "
+                                        f"median {_percent(np.nanmedian(median[inside]))}")
+    return rows
+
+
+def card_from_summary(summary: dict) -> dict:
+    """Model-card sections (title -> text, list or dict) from a run's ``summary.json``."""
+    data, training, validation = summary["data"], summary["training"], summary["validation"]
+    provenance = data.get("provenance", {})
+    origin = ("Trained on simulated data (tempocodec's TEMPO-like simulator), not on real TEMPO granules."
+              if provenance.get("simulated") else "Trained on the L1B granules listed below.")
+    structure = {name: ("n/a" if item is None else
+                        f"model {item['model_rms_log_error']:.3g} vs mean spectrum "
+                        f"{item['mean_spectrum_rms_log_error']:.3g} (ratio {item['ratio']:.2f}"
+                        f"{', smoothing suspected' if item['smoothing_suspected'] else ''})")
+                 for name, item in validation["spectral_structure"].items()}
+    rrmse, baseline = validation["relative_rmse_per_spectrum"], validation["relative_rmse_per_spectrum_mean_predictor"]
+    return {
+        "Data": [origin, f"band `{data['band']}`, source directory `{data['dir']}`",
+                 f"{len(data['train_granules'])} training granules ({data['train_tiles']} tiles), "
+                 f"{len(data['val_granules'])} validation granules ({data['val_tiles']} tiles), split by granule",
+                 f"validation granules: {', '.join(data['val_granules'])}",
+                 *(f"granule {key}: {value}" for key, value in provenance.get("attrs", {}).items())],
+        "Training budget": {"steps": training["steps"], "epochs": training["epochs_completed"],
+                            "batch size": training["batch_size"], "crop": training["crop"],
+                            "learning rate": training["lr"], "wall time (s)": training["seconds"],
+                            "device": training["device_name"], "torch": training["torch"],
+                            "seed": training["seed"], "best step": training["best_step"],
+                            "stopped early": training["stopped_early"], "parameters": training["parameters"]},
+        "Validation metrics": {
+            "relative RMSE per spectrum (mean / median)": f"{_percent(rrmse['mean'])} / {_percent(rrmse['median'])}",
+            "same for the mean-spectrum predictor": f"{_percent(baseline['mean'])} / {_percent(baseline['median'])}",
+            **{f"|relative error| {k}": v for k, v in _window_metrics(validation, validation["wavelength_nm"]).items()},
+            **{f"differential structure {k}": v for k, v in structure.items()},
+            "active latent channels": f"{validation['active_latent_channels']} of "
+                                      f"{len(validation['kl_per_latent_channel'])}"
+                                      f"{' (posterior collapse)' if validation['posterior_collapse'] else ''}",
+            "validation tiles / pixels": f"{validation['tiles']} / {validation['pixels']}",
+        },
+        "Limits": [
+            "Lossy: errors above are far larger than TEMPO's instrument noise; use it for browsing and ML, "
+            "not for trace-gas retrievals that need noise-level fidelity.",
+            "Radiance below 1 photon/s/cm^2/nm/sr is not represented (log(max(L, 1)) normalization); "
+            "normalized values are clipped to [-10, 10].",
+            "Only the band named above; statistics (mu, sigma) are those of the training granules.",
+            *(["Trained on simulated spectra: expect a domain gap on real TEMPO data."]
+              if provenance.get("simulated") else []),
+        ],
+    }
+
+
+def export_run(run_dir: Path, out_dir: Path, *, name: str, overwrite: bool = False) -> Path:
+    """Export the best checkpoint of a finished training run (``best.pt``, ``normalization.npz``, ``summary.json``)
+    as the model directory ``out_dir``, with a model card made from the run summary. Returns ``out_dir``."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise TempocodecError(f"{run_dir}: no summary.json (the run has not finished; resume it first)")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    model, checkpoint = load_checkpoint(run_dir / "best.pt")
+    with np.load(run_dir / "normalization.npz") as stats:
+        mu, sigma = stats["mu"], stats["sigma"]
+    config = checkpoint["config"]
+    return export_model(model, mu, sigma, out_dir, name=name, band=config["band"], card=card_from_summary(summary),
+                        config=config, overwrite=overwrite)

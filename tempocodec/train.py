@@ -40,6 +40,7 @@ KL_ACTIVE_NATS = 0.01  # a latent channel is active above this mean KL per laten
 SMOOTHING_RATIO = 0.5
 WINDOWS_NM = {"NO2_405_465": (405.0, 465.0), "O3_310_330": (310.0, 330.0)}
 MEDIAN_PIXELS = 20000
+PROVENANCE_ATTRS = ("title", "source", "institution", "history", "comment", "project")
 
 
 @dataclass
@@ -120,7 +121,7 @@ def split_granules(paths: list[Path], val_fraction: float, seed: int) -> tuple[l
 def iter_blocks(path: Path, band: str, steps: int = BLOCK_STEPS) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_step, radiance)`` blocks of ``steps`` mirror steps, radiance float32 ``(steps, xtrack, C)``."""
     with open_l1b(path) as granule:
-        n_steps = granule.band(band, radiance=False).sizes["mirror_step"]
+        n_steps = granule.band(band)["radiance"].shape[0]
         for start in range(0, n_steps, steps):
             yield start, granule.radiance_block(band, slice(start, min(start + steps, n_steps)), slice(None))
 
@@ -134,6 +135,14 @@ def band_wavelengths(path: Path, band: str) -> np.ndarray | None:
         wavelength = dataset["nominal_wavelength"]
         other = [dim for dim in wavelength.dims if dim != "spectral_channel"]
         return np.asarray(wavelength.median(dim=other) if other else wavelength, np.float64)
+
+
+def granule_provenance(path: Path) -> dict:
+    """The descriptive global attributes of a granule (title, source, institution, history, comment) as short
+    strings, and ``simulated``: whether any of them mentions simulation."""
+    with open_l1b(path) as granule:
+        attrs = {key: str(granule.attrs[key])[:200] for key in PROVENANCE_ATTRS if key in granule.attrs}
+    return {"attrs": attrs, "simulated": any("simulat" in value.lower() for value in attrs.values())}
 
 
 def compute_stats(paths: list[Path], band: str, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,25 +197,21 @@ def load_tiles(paths: list[Path], config: TrainConfig, mu: np.ndarray, sigma: np
 
 
 def spectral_basis(tiles: TileSet, width: int, seed: int, n_pixels: int = 20000) -> torch.Tensor:
-    """Leading ``width`` principal directions of normalized spectra of valid pixels: ``(width, C)`` orthonormal.
-
-    When ``width`` exceeds the channel count, the remaining rows are orthonormal random directions.
-    """
+    """Leading ``width`` principal directions of normalized spectra of up to ``n_pixels`` random valid pixels:
+    ``(width, C)`` with orthonormal rows; rows beyond ``C`` (when ``width > C``) are random unit vectors."""
     rng = np.random.default_rng(seed)
     n, c, t, _ = tiles.x.shape
-    picks = rng.integers(0, n * t * t, size=min(n_pixels, n * t * t))
+    picks = np.sort(rng.choice(n * t * t, size=min(n_pixels, n * t * t), replace=False))
     tile_index, rest = np.divmod(picks, t * t)
     rows, cols = np.divmod(rest, t)
     keep = tiles.mask[tile_index, rows, cols]
-    spectra = np.stack([tiles.x[i, :, r, q] for i, r, q in zip(tile_index[keep], rows[keep], cols[keep])])
-    spectra = spectra.astype(np.float64)
+    spectra = np.asarray(tiles.x[tile_index[keep], :, rows[keep], cols[keep]], np.float64)  # (K, C)
     spectra -= spectra.mean(axis=0)
-    _, _, vt = np.linalg.svd(spectra, full_matrices=False)
-    basis = vt[: min(width, vt.shape[0])]
-    if basis.shape[0] < width:
-        extra = rng.standard_normal((width, c))
-        extra[: basis.shape[0]] = basis
-        basis = np.linalg.qr(extra.T)[0].T[:width] if width <= c else extra / np.linalg.norm(extra, axis=1, keepdims=True)
+    _, vectors = np.linalg.eigh(spectra.T @ spectra)  # ascending eigenvalues
+    basis = vectors[:, ::-1][:, : min(width, c)].T
+    if width > c:
+        extra = rng.standard_normal((width - c, c))
+        basis = np.vstack([basis, extra / np.linalg.norm(extra, axis=1, keepdims=True)])
     return torch.from_numpy(np.ascontiguousarray(basis, np.float32))
 
 
@@ -626,7 +631,8 @@ def train_run(config: TrainConfig, run_dir: Path, *, resume: bool = False, progr
     finished = state.stopped_early or state.step >= total_steps(len(train_tiles), config)
     summary = {
         "finished": finished,
-        "data": {"dir": config.data, "band": config.band, "train_granules": [p.name for p in train_paths],
+        "data": {"dir": config.data, "band": config.band, "provenance": granule_provenance(train_paths[0]),
+                 "train_granules": [p.name for p in train_paths],
                  "val_granules": [p.name for p in val_paths], "train_tiles": len(train_tiles),
                  "val_tiles": len(val_tiles), "tile": model.config.tile},
         "training": {"steps": state.step, "total_steps": total_steps(len(train_tiles), config),

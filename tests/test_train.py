@@ -16,6 +16,7 @@ from tempocodec.train import (
     fit,
     load_checkpoint,
     make_optimizer,
+    spectral_basis,
     split_granules,
     validate,
 )
@@ -108,3 +109,98 @@ def test_config_round_trip():
     assert TrainConfig.from_dict(json.loads(json.dumps(asdict(config)))) == config
     with pytest.raises(TempocodecError, match="unknown keys"):
         TrainConfig.from_dict({"data": "x", "epoch": 3})
+
+
+def _write_granules(directory, n: int, steps: int = 64, xtrack: int = 72) -> None:
+    """Tiny L1B files of 1028 channels: smooth spectra times smooth fields, one fill row, linear wavelengths."""
+    import xarray as xr
+
+    from tempocodec.granule import L1BGranule, l1b_filename, write_l1b
+
+    from datetime import UTC, datetime
+
+    wavelength = np.linspace(290, 490, 1028)
+    shape = 1e12 * (1 + 0.5 * np.sin(wavelength / 7.0)) * (wavelength / 400) ** 2
+    for g in range(n):
+        rng = np.random.default_rng(g)
+        yy, xx = np.meshgrid(np.linspace(0, 1, steps), np.linspace(0, 1, xtrack), indexing="ij")
+        field = 1 + 0.5 * np.sin(4 * yy + rng.normal()) * np.cos(3 * xx)
+        tilt = 0.3 * (xx - 0.5)[..., None] * (wavelength - 390)[None, None, :] / 100
+        radiance = (field[..., None] * shape * (1 + tilt)).astype(np.float32)
+        radiance[5] = -9.96921e36
+        band = xr.Dataset({"radiance": (("mirror_step", "xtrack", "spectral_channel"), radiance),
+                           "nominal_wavelength": (("xtrack", "spectral_channel"),
+                                                  np.tile(wavelength, (xtrack, 1)).astype(np.float32))})
+        name = l1b_filename(datetime(2025, 4, 6, 12, g, tzinfo=UTC), scan=1, granule=g + 1)
+        write_l1b(directory / name, L1BGranule(attrs={"title": "tempocodec simulated test granule"},
+                                               root=xr.Dataset(), bands={"band_290_490_nm": band}))
+
+
+def test_train_run_and_export_on_granules(tmp_path):
+    from tempocodec.export import export_run
+    from tempocodec.train import train_run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_granules(data, 3)
+    model = VAEConfig(n_channels=1028, latent_channels=4, widths=(8, 8, 16), res_blocks=(0, 1, 1))
+    config = TrainConfig(data=str(data), epochs=50, batch_size=2, lr=3e-3, warmup_steps=2, max_steps=6, crop=32,
+                         val_fraction=0.34, val_every=3, model=model.to_dict())
+    run = tmp_path / "run"
+    paused = train_run(config, run, progress=False, stop_at=4)
+    assert not paused["finished"] and paused["training"]["steps"] == 4 and not (run / "summary.json").exists()
+    summary = train_run(config, run, resume=True, progress=False)
+    assert summary["finished"] and summary["training"]["steps"] == 6
+    assert summary["data"]["train_tiles"] == 2 and summary["data"]["val_tiles"] == 1
+    assert summary["data"]["provenance"]["simulated"]
+    validation = summary["validation"]
+    assert len(validation["relative_error_mean_per_channel"]) == 1028
+    assert validation["pixels"] == 63 * 64  # the fill row is left out
+    assert 0 < validation["relative_rmse_per_spectrum"]["mean"] < 10
+    assert len(validation["kl_per_latent_channel"]) == 4
+    assert set(validation["spectral_structure"]) == {"NO2_405_465", "O3_310_330"}
+    assert validation["spectral_structure"]["NO2_405_465"]["mean_spectrum_rms_log_error"] > 0
+    with np.load(run / "normalization.npz") as stats:
+        assert stats["mu"].shape == (1028,) and 25 < stats["mu"].mean() < 30
+    with pytest.raises(TempocodecError, match="not empty"):
+        train_run(config, run, progress=False)
+
+    out = export_run(run, tmp_path / "models" / "tiny", name="tiny")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n_channels"] == 1028 and manifest["band"] == "band_290_490_nm"
+    card = (out / "model_card.md").read_text()
+    assert "simulated data" in card and "relative RMSE per spectrum" in card
+    assert json.loads((out / "training_config.json").read_text())["max_steps"] == 6
+
+
+def test_spectral_basis_finds_the_spectral_subspace():
+    tiles = _tiles(4, 0)
+    basis = spectral_basis(tiles, 5, seed=0).double()
+    assert basis.shape == (5, CHANNELS)
+    assert torch.allclose(basis @ basis.T, torch.eye(5, dtype=torch.float64), atol=1e-5)
+    shapes = torch.from_numpy(np.stack([np.sin(np.arange(CHANNELS) * k / 3) for k in (1, 2, 3)]))
+    projected = shapes @ basis[:3].T @ basis[:3]  # the data's three shapes lie in the leading three directions
+    assert torch.allclose(projected, shapes, atol=0.02 * shapes.abs().max())
+    assert spectral_basis(tiles, CHANNELS + 2, seed=0).shape == (CHANNELS + 2, CHANNELS)
+
+
+def test_cli_train_then_export(tmp_path):
+    from click.testing import CliRunner
+
+    from tempocodec.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_granules(data, 2)
+    runner = CliRunner()
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "1", "--crop", "16",
+            "--max-steps", "2", "--latent-channels", "8", "--quiet"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "done: 2 steps" in result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["latent_channels"] == 8
+    result = runner.invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "model"), "--name", "m"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "model" / "manifest.json").read_text())["latent_channels"] == 8
+    bad = runner.invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "r2"), "--crop", "30"])
+    assert bad.exit_code == 2 and "--crop 30" in bad.output
