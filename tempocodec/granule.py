@@ -357,7 +357,7 @@ def read_group(
     ``mirror_step``) for the dimensions the group uses; ``drop(name, dims)`` leaves variables out; variables of
     compound, enum or non-string vlen types are left out and their paths appended to ``skipped``.
     """
-    variables: dict[str, xr.Variable] = {}
+    variables: dict[str, tuple[tuple[str, ...], tuple[int, ...], np.dtype, dict[str, Any]]] = {}
     with HDF5_LOCK:
         nc = source.group(group)
         attrs = _attrs(nc, group or "/", skipped)
@@ -447,7 +447,7 @@ def write_netcdf(
                 _set_attrs(path, nc, attrs, "global attributes")
                 for name, size in root_dims.items():
                     nc.createDimension(name, size)
-            _write_group(path, layout, nc, "", root, set(root_dims))
+            _write_group(path, layout, nc, "", root)
             for gname, ds in groups.items():
                 with HDF5_LOCK:
                     ncg = nc.createGroup(gname)
@@ -455,7 +455,7 @@ def write_netcdf(
                     for dim, size in ds.sizes.items():
                         if dim not in root_dims:
                             ncg.createDimension(dim, size)
-                _write_group(path, layout, ncg, gname, ds, set(root_dims))
+                _write_group(path, layout, ncg, gname, ds)
         finally:
             with HDF5_LOCK:
                 nc.close()
@@ -534,10 +534,8 @@ def _root_dims(path: Path, layout: NetCDFLayout, root: xr.Dataset, groups: Mappi
     return {d: sizes[d] for d in ordered}
 
 
-def _write_group(
-    path: Path, layout: NetCDFLayout, nc: netCDF4.Group, gname: str, ds: xr.Dataset, root_dims: set[str]
-) -> None:
-    """Create and fill every variable of ``ds`` in ``nc`` (coordinates first, then data variables, each in order)."""
+def _write_group(path: Path, layout: NetCDFLayout, nc: netCDF4.Group, gname: str, ds: xr.Dataset) -> None:
+    """Create and fill every variable of ``ds`` in ``nc``, in the Dataset's variable order."""
     for name, var in ds.variables.items():
         where = f"{gname}/{name}" if gname else str(name)
         spec = layout.spec(gname, str(name))
