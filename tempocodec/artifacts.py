@@ -1,7 +1,8 @@
 """Released model directories (layout in docs/design.md) and their ONNX Runtime sessions, without torch.
 
 A model is found by path or by name: a name is looked up in each directory of the ``TEMPOCODEC_MODELS`` environment
-variable (``os.pathsep``-separated), then in :func:`models_dir`. :func:`load_model` reads and verifies a directory once
+variable (``os.pathsep``-separated), then in :func:`models_dir`; codecs look a model up by name and sha256 with
+:func:`find_model`, which first takes a matching model already loaded in the process. :func:`load_model` reads and verifies a directory once
 per process; :func:`session` opens one ONNX graph of it, once per process per (model sha256, graph).
 """
 
@@ -26,6 +27,7 @@ _MANIFEST_KEYS = ("name", "band", "n_channels", "latent_channels", "tile", "down
 
 _sessions: dict[tuple[str, str], ort.InferenceSession] = {}
 _sessions_lock = threading.Lock()
+_loaded: dict[tuple[str, str], ModelArtifacts] = {}
 
 
 def models_dir() -> Path:
@@ -117,7 +119,18 @@ def load_model(model_dir: str | os.PathLike) -> ModelArtifacts:
         stamp = manifest.stat().st_mtime_ns
     except OSError:
         raise TempocodecError(f"{manifest}: missing; {path} is not a tempocodec model directory") from None
-    return _load_model(path, stamp)
+    art = _load_model(path, stamp)
+    _loaded[(art.name, art.sha256)] = art
+    return art
+
+
+def find_model(name: str, sha256: str) -> ModelArtifacts:
+    """Model ``name``: the one with ``sha256`` already loaded in this process (from any path), else by name.
+
+    The caller checks the sha256 of a model found by name.
+    """
+    art = _loaded.get((name, sha256))
+    return art if art is not None else load_model(resolve_model(name))
 
 
 @lru_cache(maxsize=32)

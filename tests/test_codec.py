@@ -144,14 +144,15 @@ def v3_array(path, model="tiny", shape=SHAPE, shards=None, fill=RADIANCE_FILL, c
     )
 
 
-@pytest.mark.parametrize("shards", [None, (128, 128, SMALL_CHANNELS)], ids=["plain", "sharded"])
-def test_v3_store_round_trip_with_edge_chunks(tiny_models, tmp_path, shards):
-    x = granule()
-    arr = v3_array(tmp_path / "a.zarr", shards=shards)
+@pytest.mark.parametrize(("shards", "fill"), [(None, RADIANCE_FILL), ((128, 128, SMALL_CHANNELS), RADIANCE_FILL), (None, 0.0)],
+                         ids=["plain", "sharded", "zero-fill"])
+def test_v3_store_round_trip_with_edge_chunks(tiny_models, tmp_path, shards, fill):
+    x = granule(fill=fill)
+    arr = v3_array(tmp_path / "a.zarr", shards=shards, fill=fill)
     arr[:] = x
     decoded = zarr.open_array(tmp_path / "a.zarr", mode="r")[:]
     assert decoded.dtype == np.float32 and decoded.shape == SHAPE
-    assert_decoded(tiny_models.small, x, decoded, RADIANCE_FILL)
+    assert_decoded(tiny_models.small, x, decoded, fill)
 
 
 def test_v3_nan_fill_array_decodes_invalid_to_nan_unless_the_codec_names_a_fill(tiny_models, tmp_path):
@@ -239,11 +240,18 @@ def _edit_codec_config(path: Path, **changes):
 
 def test_store_naming_another_model_version_is_a_clear_error(tiny_models, tmp_path):
     v3_array(tmp_path / "a.zarr")[:] = granule()
-    other = load_model(tiny_models.other)
-    _edit_codec_config(tmp_path / "a.zarr", model_sha256=other.sha256)
+    wanted = "ab" * 32
+    _edit_codec_config(tmp_path / "a.zarr", model_sha256=wanted)
     arr = zarr.open_array(tmp_path / "a.zarr")
-    with pytest.raises(TempocodecError, match=rf"model 'tiny' has sha256 \w+, but this array needs model 'tiny' \(sha256 {other.sha256}\)"):
+    with pytest.raises(TempocodecError, match=rf"model 'tiny' has sha256 \w+, but this array needs model 'tiny' \(sha256 {wanted}\)"):
         arr[:64, :64]
+
+
+def test_a_model_loaded_from_any_path_serves_codecs_that_name_it(tiny_models, tmp_path):
+    other = load_model(tiny_models.other)  # named "tiny" like the model on TEMPOCODEC_MODELS, other weights
+    codec = make_numcodec(other)
+    x = radiance((64, 64, SMALL_CHANNELS))
+    np.testing.assert_allclose(codec.decode(codec.encode(x)), reference_roundtrip(tiny_models.other, x, (64, 64)), rtol=RTOL)
 
 
 def test_store_naming_a_missing_model_is_a_clear_error(tiny_models, tmp_path):
