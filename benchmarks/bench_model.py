@@ -5,7 +5,10 @@ them) and timed with ONNX Runtime on float32 tiles of ``n_channels × 64 × 64``
 and batch size: parameters, encode and decode tiles/s, and the matching MB/s of float32 radiance
 (one 1028-channel tile is 16.8 MB).
 
-Run: ``python benchmarks/bench_model.py [--threads 2] [--batches 4 8] [--repeats 5] [--only NAME ...]``
+With ``--train-step``, also times one PyTorch training step (forward, backward, AdamW) of each candidate on the
+CPU at batch 8, for full 64×64 tiles and 32×32 crops (best of ``--repeats``).
+
+Run: ``python benchmarks/bench_model.py [--threads 2] [--batches 4 8] [--repeats 5] [--only NAME ...] [--train-step]``
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -75,6 +79,24 @@ def bench(name: str, config: VAEConfig, batches: list[int], threads: int, repeat
     return rows
 
 
+def train_step_seconds(config: VAEConfig, batch: int, crop: int, repeats: int) -> float:
+    """Best wall time of one training step (loss, backward, AdamW step) on the CPU, in seconds."""
+    torch.manual_seed(0)
+    model = VAE(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, config.n_channels, crop, crop)
+    mask = torch.ones(batch, crop, crop, dtype=torch.bool)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        loss = model.loss(x, mask)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def main() -> None:
     """Parse arguments, time the chosen candidates and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,6 +104,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="*", choices=sorted(CANDIDATES), default=None)
+    parser.add_argument("--train-step", action="store_true", help="also time a CPU training step at batch 8")
     args = parser.parse_args()
     table = Table(title=f"ONNX Runtime {ort.__version__}, intra_op threads {args.threads}")
     for column in ("config", "params", "batch", "enc tiles/s", "dec tiles/s", "enc MB/s", "dec MB/s"):
@@ -91,6 +114,14 @@ def main() -> None:
             for row in bench(name, CANDIDATES[name], args.batches, args.threads, args.repeats, Path(work)):
                 table.add_row(row[0], f"{row[1]:,}", str(row[2]), *(f"{value:.1f}" for value in row[3:]))
     Console().print(table)
+    if args.train_step:
+        steps = Table(title=f"PyTorch {torch.__version__} training step on the CPU ({torch.get_num_threads()} threads)")
+        for column in ("config", "batch", "64×64 s/step", "32×32 crop s/step"):
+            steps.add_column(column, justify="right")
+        for name in args.only or list(CANDIDATES):
+            full, crop = (train_step_seconds(CANDIDATES[name], 8, size, args.repeats) for size in (64, 32))
+            steps.add_row(name, "8", f"{full:.2f}", f"{crop:.2f}")
+        Console().print(steps)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ KL_ACTIVE_NATS = 0.01  # a latent channel is active above this mean KL per laten
 SMOOTHING_RATIO = 0.5
 WINDOWS_NM = {"NO2_405_465": (405.0, 465.0), "O3_310_330": (310.0, 330.0)}
 MEDIAN_PIXELS = 20000
+MEDIAN_PIXELS_PER_TILE = 64
 PROVENANCE_ATTRS = ("title", "source", "institution", "history", "comment", "project")
 
 
@@ -174,6 +175,7 @@ def load_tiles(paths: list[Path], config: TrainConfig, mu: np.ndarray, sigma: np
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if meta.get("key") != key:
         cache.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.unlink(missing_ok=True)
         count = 0
         with open(x_path, "wb") as x_file, open(mask_path, "wb") as mask_file:
             for path in paths:
@@ -459,11 +461,14 @@ class _Metrics:
         self.tiles += 1
         spectra, recon = truth[pixel_mask].astype(np.float64), recon[pixel_mask].astype(np.float64)
         usable = is_valid(spectra) & (spectra >= 1.0)
+        spectra, recon, usable = spectra[usable.any(axis=1)], recon[usable.any(axis=1)], usable[usable.any(axis=1)]
+        if not len(spectra):
+            return
         rel = np.where(usable, (recon - spectra) / np.where(usable, spectra, 1.0), np.nan)
         self.abs_rel_sum += np.nansum(np.abs(rel), axis=0)
         self.count += usable.sum(axis=0)
-        take = self.rng.permutation(len(rel))[: max(1, MEDIAN_PIXELS // 64)]
-        self.median_sample.append(rel[take])
+        take = self.rng.permutation(len(rel))[:MEDIAN_PIXELS_PER_TILE]
+        self.median_sample.append(rel[take].astype(np.float32))
         self.rrmse.append(np.sqrt(np.nanmean(rel**2, axis=1)))
         mean_rel = np.where(usable, (np.exp(self.mu) - spectra) / np.where(usable, spectra, 1.0), np.nan)
         self.rrmse_mean_predictor.append(np.sqrt(np.nanmean(mean_rel**2, axis=1)))
@@ -488,7 +493,8 @@ class _Metrics:
         """The metrics as JSON-able data."""
         if self.tiles == 0 or not self.rrmse:
             raise TempocodecError("evaluation: no validation tile with valid pixels")
-        sample = np.concatenate(self.median_sample)[:MEDIAN_PIXELS]
+        sample = np.concatenate(self.median_sample)
+        sample = sample[self.rng.permutation(len(sample))[:MEDIAN_PIXELS]]
         kl = self.kl_sum / self.tiles
         rrmse, rrmse_mean = np.concatenate(self.rrmse), np.concatenate(self.rrmse_mean_predictor)
         result = {
@@ -534,11 +540,12 @@ def evaluate(model: VAE, paths: list[Path], config: TrainConfig, mu: np.ndarray,
              wavelength: np.ndarray | None) -> dict:
     """Reconstruction metrics of ``model`` on the tiles of ``paths``, against the radiance read from the files.
 
-    Relative error ``(L_hat - L) / L`` per channel over valid values with ``L >= 1`` of valid pixels: mean of its
-    absolute value over all pixels, median over a random sample of up to 20000 pixels. Relative RMSE per spectrum:
-    the RMS over channels of the relative error, averaged over pixels (also for the mean-spectrum predictor
-    ``exp(mu)``). KL per latent channel in nats per tile. Spectral structure: RMS error of the log spectrum
-    after removing a quadratic in wavelength, in the NO2 (405-465 nm) and O3 (310-330 nm) windows.
+    Relative error ``(L_hat - L) / L`` per channel over valid values with ``L >= 1`` of valid pixels: the mean of
+    its absolute value over all pixels, and the median over a random sample of up to 20000 pixels (at most 64 per
+    tile). Relative RMSE per spectrum: the RMS over channels of the relative error, averaged over pixels (also for
+    the mean-spectrum predictor ``exp(mu)``). KL per latent channel in nats per tile. Spectral structure: RMS error
+    of the log spectrum after removing a quadratic in wavelength, in the NO2 (405-465 nm) and O3 (310-330 nm)
+    windows, for the model and for the mean spectrum.
     """
     device = next(model.parameters()).device
     vae_config = model.config

@@ -207,12 +207,12 @@ class VAE(nn.Module):
         the number of input values per tile, which equals the paper's per-tile sum weighting.
         """
         recon, mean, logvar = self(x)
-        error = (recon.float() - x.float()).abs()
-        if mask is None:
-            l1 = error.mean()
+        recon, x = recon.float(), x.float()
+        if mask is None or bool(mask.all()):
+            l1 = F.l1_loss(recon, x)
         else:
-            weight = mask.to(error.dtype).unsqueeze(1)
-            l1 = (error * weight).sum() / (weight.sum() * x.shape[1]).clamp_min(1.0)
+            weight = mask.to(x.dtype).unsqueeze(1)
+            l1 = ((recon - x) * weight).abs().sum() / (weight.sum() * x.shape[1]).clamp_min(1.0)
         nll = l1 * torch.exp(-self.log_scale) + self.log_scale
         kl = self.kl_per_channel(mean.float(), logvar.float()).sum(dim=1).mean()
         values_per_tile = x.shape[1] * x.shape[2] * x.shape[3]
