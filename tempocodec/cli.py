@@ -90,3 +90,33 @@ def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> 
 
     out = export_run(run_dir, out_dir, name=name, overwrite=overwrite)
     click.echo(f"wrote model {name} to {out}")
+
+
+@main.command("simulate")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rows", type=int, required=True, help="Mirror steps per granule.")
+@click.option("--cols", type=int, required=True, help="Cross-track pixels per granule.")
+@click.option("--seed", type=int, required=True, help="Seed of the first scene (scene k uses seed + k).")
+@click.option("--scenes", type=int, default=1, show_default=True, help="Number of granules to simulate.")
+@click.option("--band", type=click.Choice(["uv", "vis", "all"]), default="all", show_default=True, help="Bands to simulate.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int, band: str, quiet: bool) -> None:
+    """Simulate TEMPO-like L1B granules and their L2 truth (NO2, HCHO, O3TOT, CLDO4) into OUT_DIR."""
+    from tempocodec.progress import progress_bar
+    from tempocodec.simulate import write_simulated
+
+    bar = progress_bar(enabled=not quiet)
+    task = bar.add_task("simulate", total=None)
+
+    def advance(done: int, total: int, message: str) -> None:
+        if done == 1:
+            bar.start()  # only once the arguments have passed the checks
+        bar.update(task, completed=done, total=total)
+
+    try:
+        paths = write_simulated(out_dir, rows, cols, seed, scenes=scenes, bands=band, progress=advance)
+    finally:
+        bar.stop()
+    if not quiet:
+        size = sum(p.stat().st_size for p in paths) / 1e6
+        click.echo(f"wrote {len(paths)} files ({size:.1f} MB) to {out_dir}")
