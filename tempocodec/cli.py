@@ -42,13 +42,15 @@ def main() -> None:
 @click.option("--crop", type=int, default=None, help="Random crop size in pixels, a multiple of 4 up to 64 [64].")
 @click.option("--val-fraction", type=float, default=None, help="Fraction of granules held out [0.2].")
 @click.option("--patience", type=int, default=None, help="Validations without improvement before stopping [5].")
+@click.option("--val-every", type=int, default=None,
+              help="Steps between validations [0: once per epoch, no more often than every 100 steps].")
 @click.option("--time-limit", type=float, default=None, help="Pause after this many seconds (resume later).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (given options override the saved ones).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, batch_size: int | None,
           device: str | None, latent_channels: int | None, lr: float | None, seed: int | None, max_steps: int | None,
-          crop: int | None, val_fraction: float | None, patience: int | None, time_limit: float | None,
-          resume: bool, quiet: bool) -> None:
+          crop: int | None, val_fraction: float | None, patience: int | None, val_every: int | None,
+          time_limit: float | None, resume: bool, quiet: bool) -> None:
     """Train the VAE on the granules in --data; checkpoints, statistics and summary.json go to --out."""
     import json
     from dataclasses import asdict
@@ -60,7 +62,8 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
     if resume and saved.exists():
         base = json.loads(saved.read_text(encoding="utf-8"))
     given = {"band": band, "epochs": epochs, "batch_size": batch_size, "device": device, "lr": lr, "seed": seed,
-             "max_steps": max_steps, "crop": crop, "val_fraction": val_fraction, "patience": patience}
+             "max_steps": max_steps, "crop": crop, "val_fraction": val_fraction, "patience": patience,
+             "val_every": val_every}
     values = {**base, "data": str(data_dir), **{k: v for k, v in given.items() if v is not None}}
     if latent_channels is not None:
         values["model"] = {**values["model"], "latent_channels": latent_channels}

@@ -41,6 +41,7 @@ SMOOTHING_RATIO = 0.5
 WINDOWS_NM = {"NO2_405_465": (405.0, 465.0), "O3_310_330": (310.0, 330.0)}
 MEDIAN_PIXELS = 20000
 MEDIAN_PIXELS_PER_TILE = 64
+MIN_VAL_EVERY = 100
 PROVENANCE_ATTRS = ("title", "source", "institution", "history", "comment", "project")
 
 
@@ -339,8 +340,9 @@ def fit(model: VAE, optimizer: torch.optim.Optimizer, train_tiles: TileSet, val_
         time_limit: float | None = None) -> LoopState:
     """Run the training loop from ``state`` until the run's last step or an early stop; returns the final state.
 
-    Validation runs every ``val_every`` steps (0: once per epoch); the best model by validation L1 goes to
-    ``best.pt``, the latest state to ``last.pt`` (also every ``checkpoint_every`` steps, on Ctrl-C and at the end).
+    Validation runs every ``val_every`` steps (0: once per epoch, no more often than every 100 steps) and at the
+    last step; the best model by validation L1 goes to ``best.pt``, the latest state to ``last.pt`` (also every
+    ``checkpoint_every`` steps, on Ctrl-C and at the end).
     ``stop_at`` (a step) and ``time_limit`` (seconds of this call) pause the run early; resume continues it.
     """
     device = next(model.parameters()).device
@@ -349,7 +351,7 @@ def fit(model: VAE, optimizer: torch.optim.Optimizer, train_tiles: TileSet, val_
     batches_per_epoch = len(batch_indices(len(train_tiles), config.batch_size, config.seed, 0))
     total = total_steps(len(train_tiles), config)
     last = min(total, stop_at) if stop_at is not None else total
-    val_every = config.val_every or batches_per_epoch
+    val_every = config.val_every or max(batches_per_epoch, MIN_VAL_EVERY)
     model.train()
     call_started = time.perf_counter()
     started = call_started - state.seconds
