@@ -161,8 +161,8 @@ def no2_structure(grid: np.ndarray, smooth: np.ndarray, rng: np.random.Generator
     """Zero-mean vibronic structure (cm2): a quasi-random forest of bands and sub-bands, high-passed.
 
     Band centres step by 120-250 cm-1; each band has 4-8 overlapping sub-bands within +-2 nm of its centre, with
-    FWHM 0.3-1.2 nm and log-normal strengths. The forest is high-passed (minus its Gaussian smooth of 8 nm FWHM), multiplied by the
-    continuum and by a weight rising from 0.4 (UV) to 1 (above ~400 nm), and scaled after the slit so its rms in
+    FWHM 0.3-1.2 nm and log-normal strengths. The forest is high-passed (minus its Gaussian smooth of 8 nm FWHM),
+    multiplied by the continuum and by a weight rising from 0.4 (UV) to 1 (above ~400 nm), and scaled after the slit so its rms in
     405-465 nm is NO2_STRUCTURE_RMS.
     """
     forest = np.zeros_like(grid)
@@ -198,7 +198,7 @@ def line_forest(grid: np.ndarray, positions: np.ndarray, strengths: np.ndarray, 
     """Sum of unit-area-ish narrow Gaussian lines (peak = strength) at ``positions`` on ``grid``."""
     out = np.zeros_like(grid)
     half = 5.0 * fwhm
-    for pos, strength in zip(positions, strengths):
+    for pos, strength in zip(positions, strengths, strict=True):
         lo, hi = np.searchsorted(grid, [pos - half, pos + half])
         out[lo:hi] += strength * gaussian(grid[lo:hi], pos, fwhm)
     return out
@@ -322,7 +322,8 @@ def main() -> None:
     """Command line: data directory in, npz table out (written atomically)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", type=Path, help="musica/configs/tuvx/data from the unpacked musica wheel")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tempocodec" / "data" / "spectroscopy.npz")
+    default_out = Path(__file__).resolve().parents[1] / "tempocodec" / "data" / "spectroscopy.npz"
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--source-label", default="the musica wheel from PyPI", help="where the data directory came from")
     args = parser.parse_args()
     data = args.data_dir

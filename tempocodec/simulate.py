@@ -82,6 +82,7 @@ NODE_STEP = 8  # channels between the nodes of the spectrally smooth terms
 PATH_SENSITIVITY = {"bl": 0.3, "o4": 0.6, "h2o": 0.45, "o2": 0.75}
 REFERENCE_NM = {"no2": 440.0, "hcho": 340.0, "o4": 477.0, "h2o": 650.0, "o2": 690.0, "ring": 400.0,
                 "o3": 331.0, "o3_360": 360.0, "cld466": 466.0}
+ERROR_DIGITS = 2  # radiance_error is stored with 2 significant digits, like the newest TEMPO L1B writer
 FLAG_MISSING, FLAG_BAD, FLAG_TRANSIENT, FLAG_UNDERFLOW = 1, 2, 8, 64
 BAND_ALIASES = {"uv": (BANDS[0],), "vis": (BANDS[1],), "all": BANDS}
 
@@ -172,7 +173,7 @@ def correlated_field(rng: np.random.Generator, shape: tuple[int, int], spacing_k
     with ``exp(-2π² L² |f|²)`` and divided by its theoretical standard deviation, so a field much longer than the
     granule shows up as a near-constant offset, as it should. ``spacing_km``: pixel size along (rows, cols).
     """
-    padded = [next_fast_len(n + min(int(math.ceil(3.0 * length_km / d)), 768)) for n, d in zip(shape, spacing_km)]
+    padded = [next_fast_len(n + min(int(math.ceil(3.0 * length_km / d)), 768)) for n, d in zip(shape, spacing_km, strict=True)]
     noise = rng.standard_normal(padded)
     f0 = np.fft.fftfreq(padded[0], d=spacing_km[0])[:, None]
     f1 = np.fft.rfftfreq(padded[1], d=spacing_km[1])[None, :]
@@ -592,7 +593,7 @@ def make_scene(config: SceneConfig) -> Scene:
                  albedo_texture=surface["texture"], terrain_height=surface["terrain"],
                  surface_pressure=surface_pressure, cloud_fraction=cloud_fraction, cloud_pressure=cloud_pressure,
                  missing_steps=missing, dropouts=dropouts,
-                 band_seeds={b: tuple(seq.spawn(2)) for b, seq in zip(BANDS, band_seq.spawn(len(BANDS)))}, **gases)
+                 band_seeds={b: tuple(seq.spawn(2)) for b, seq in zip(BANDS, band_seq.spawn(len(BANDS)), strict=True)}, **gases)
 
 
 # ------------------------------------------------------------------------------------------------ radiative model
@@ -715,7 +716,8 @@ def slant_columns(scene: Scene) -> SlantColumns:
 
 @dataclass(frozen=True)
 class BandRadiance:
-    """One band: ``radiance``, ``radiance_error`` float32 and ``pixel_quality_flag`` int16, ``(rows, cols, 1028)``."""
+    """One band: ``radiance``, ``radiance_error`` (1-σ noise, 2 significant digits) float32 and
+    ``pixel_quality_flag`` int16, all ``(rows, cols, 1028)``."""
 
     radiance: np.ndarray
     radiance_error: np.ndarray
@@ -828,9 +830,17 @@ def band_radiance(scene: Scene, band: str, columns: SlantColumns | None = None) 
         noise *= sigma
         total += noise
         radiance[block] = total.transpose(1, 0, 2)
-        error[block] = sigma.transpose(1, 0, 2)
+        error[block] = round_significant(sigma, ERROR_DIGITS).transpose(1, 0, 2)
     flags = _apply_defects(scene, band, radiance, error)
     return BandRadiance(radiance=radiance, radiance_error=error, pixel_quality_flag=flags)
+
+
+def round_significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """Positive ``values`` rounded to ``digits`` significant decimal digits (same dtype), as TEMPO's L1B writer
+    stores ``radiance_error``."""
+    values = np.asarray(values)
+    scale = np.power(values.dtype.type(10.0), np.floor(np.log10(values)) - values.dtype.type(digits - 1))
+    return np.round(values / scale) * scale
 
 
 def _apply_defects(scene: Scene, band: str, radiance: np.ndarray, error: np.ndarray) -> np.ndarray:
@@ -1123,7 +1133,8 @@ def _band_dataset(scene: Scene, band: str, data: BandRadiance, mirror_step: np.n
             "_FillValue": RADIANCE_FILL, "units": RADIANCE_UNITS, "long_name": "Earth radiance (simulated)",
             "coordinates": "longitude latitude spectral_channel", "ancillary_variables": "radiance_error"}),
         "radiance_error": xr.Variable(dims3, data.radiance_error, {
-            "_FillValue": RADIANCE_FILL, "units": RADIANCE_UNITS, "long_name": "radiance 1-sigma noise (simulated)"}),
+            "_FillValue": RADIANCE_FILL, "units": RADIANCE_UNITS, "long_name": "radiance 1-sigma noise (simulated)",
+            "number_of_significant_digits": np.int32(ERROR_DIGITS)}),
         "pixel_quality_flag": xr.Variable(dims3, data.pixel_quality_flag, {"_FillValue": INT16_FILL}),
         "nominal_wavelength": xr.Variable(("xtrack", "spectral_channel"),
                                           band_spectra(band, cols).wavelength.astype(np.float32), {"units": "nm"}),

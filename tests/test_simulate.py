@@ -60,7 +60,7 @@ def doas_no2(radiance: np.ndarray, cols: int) -> np.ndarray:
     for j in range(cols):
         basis = [spectra.cross_section(n)[j][window] for n in ("no2", "o4", "h2o", "o3")] + [spectra.ring[j][window]]
         scale = [np.abs(b).max() for b in basis]
-        design = np.column_stack([b / s for b, s in zip(basis, scale)] + [x**k for k in range(4)])
+        design = np.column_stack([b / s for b, s in zip(basis, scale, strict=True)] + [x**k for k in range(4)])
         for i in range(radiance.shape[0]):
             y = radiance[i, j, window]
             if np.all(valid(y)):
