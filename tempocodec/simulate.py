@@ -35,6 +35,7 @@ from tempocodec.granule import (
     GEO_FILL,
     INT16_FILL,
     INT32_FILL,
+    L1B_BAND_VARS,
     RADIANCE_FILL,
     RADIANCE_UNITS,
     TEMPO_EPOCH,
@@ -343,8 +344,8 @@ def make_geometry(rng: np.random.Generator, config: SceneConfig) -> Geometry:
         local_hours = rng.uniform(8.5, 16.0)
         start = day + timedelta(hours=local_hours - lon_c / 15.0 - rows * STEP_SECONDS / 7200.0)
         start = start.replace(microsecond=0)
-        noon = start.timestamp() + rows * STEP_SECONDS / 2.0
-        if solar_angles(np.array(lat_c), np.array(lon_c), np.array(noon))[0] <= 75.0:
+        middle = start.timestamp() + rows * STEP_SECONDS / 2.0
+        if solar_angles(np.array(lat_c), np.array(lon_c), np.array(middle))[0] <= 75.0:
             break
     x_c, y_c = latlon_to_geo(lat_c, lon_c)
     k = np.arange(rows + 1, dtype=np.float64) - 0.5
@@ -412,10 +413,12 @@ class Scene:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``."""
         return self.config.rows, self.config.cols
 
     @property
     def snow_fraction(self) -> np.ndarray:
+        """Snow-covered share of each pixel."""
         return self.surface_weights[..., SURFACES.index("snow")]
 
     def albedo(self, wavelength_nm: np.ndarray) -> np.ndarray:
@@ -632,14 +635,17 @@ class ReferenceReflectance:
 
     @property
     def clear(self) -> np.ndarray:
+        """Reflectance of the cloud-free part."""
         return self.clear_path + self.clear_surface
 
     @property
     def cloud(self) -> np.ndarray:
+        """Reflectance of the cloudy part."""
         return self.cloud_path + self.cloud_surface
 
     @property
     def total(self) -> np.ndarray:
+        """IPA mixture ``(1 - f) R_clear + f R_cloud``."""
         return (1.0 - self.cloud_fraction) * self.clear + self.cloud_fraction * self.cloud
 
     @property
@@ -996,9 +1002,11 @@ def _qa(scene: Scene, product: str, invalid: np.ndarray, residual: np.ndarray, m
         coords=_coords(scene, mirror_step), attrs=attrs)
 
 
-def level2_truth(scene: Scene, columns: SlantColumns, mirror_step: np.ndarray,
-                 attrs: dict[str, object]) -> dict[str, L2Granule]:
-    """The four L2 granules (NO2, HCHO, O3TOT, CLDO4) holding the scene's truth in the real layout."""
+def level2_truth(scene: Scene, columns: SlantColumns, mirror_step: np.ndarray) -> dict[str, L2Granule]:
+    """The four L2 granules (NO2, HCHO, O3TOT, CLDO4) holding the scene's truth in the real layout.
+
+    Their attributes hold only ``product_type``, ``processing_level`` and ``title``; :func:`simulate_granule`
+    adds the granule's times, bounds and names."""
     invalid = scene.invalid_pixels()
     refs = columns.references
     out: dict[str, L2Granule] = {}
@@ -1032,7 +1040,7 @@ def level2_truth(scene: Scene, columns: SlantColumns, mirror_step: np.ndarray,
         "amf_stratosphere": _grid(m, "f4", fill, invalid),
         **_surface_support(scene, "NO2", invalid),
     }, coords=coords)
-    out["NO2"] = _l2(scene, "NO2", attrs, product, support, rel, invalid, mirror_step)
+    out["NO2"] = _l2(scene, "NO2", product, support, rel, invalid, mirror_step)
 
     # HCHO
     fill = FLOAT_FILL["HCHO"]
@@ -1056,7 +1064,7 @@ def level2_truth(scene: Scene, columns: SlantColumns, mirror_step: np.ndarray,
         "amf_cloud_pressure": _grid(scene.cloud_pressure, "f4", fill, invalid, units="hPa"),
         **_surface_support(scene, "HCHO", invalid),
     }, coords=coords)
-    out["HCHO"] = _l2(scene, "HCHO", attrs, product, support, rel, invalid, mirror_step)
+    out["HCHO"] = _l2(scene, "HCHO", product, support, rel, invalid, mirror_step)
 
     # O3TOT
     fill = FLOAT_FILL["O3TOT"]
@@ -1074,7 +1082,7 @@ def level2_truth(scene: Scene, columns: SlantColumns, mirror_step: np.ndarray,
         **_surface_support(scene, "O3TOT", invalid),
     }, coords=coords)
     rel = _noise_relative(scene, refs["o3"], REFERENCE_NM["o3"])
-    out["O3TOT"] = _l2(scene, "O3TOT", attrs, product, support, rel, invalid, mirror_step)
+    out["O3TOT"] = _l2(scene, "O3TOT", product, support, rel, invalid, mirror_step)
 
     # CLDO4
     fill = FLOAT_FILL["CLDO4"]
@@ -1097,14 +1105,14 @@ def level2_truth(scene: Scene, columns: SlantColumns, mirror_step: np.ndarray,
                                                  invalid, units="1.e43 molec^2 cm^-5"),
         **_surface_support(scene, "CLDO4", invalid),
     }, coords=coords)
-    out["CLDO4"] = _l2(scene, "CLDO4", attrs, product, support, rel, invalid, mirror_step)
+    out["CLDO4"] = _l2(scene, "CLDO4", product, support, rel, invalid, mirror_step)
     return out
 
 
-def _l2(scene: Scene, product: str, attrs: dict[str, object], product_group: xr.Dataset, support: xr.Dataset,
+def _l2(scene: Scene, product: str, product_group: xr.Dataset, support: xr.Dataset,
         residual: np.ndarray, invalid: np.ndarray, mirror_step: np.ndarray) -> L2Granule:
     """One L2 granule from its product and support groups plus the shared geolocation and QA groups."""
-    granule_attrs = {**attrs, "product_type": product, "processing_level": np.int32(2),
+    granule_attrs = {"product_type": product, "processing_level": np.int32(2),
                      "title": f"TEMPO {product} Level 2 truth of a simulated granule"}
     return L2Granule(product=product, attrs=granule_attrs, groups={
         "product": product_group,
@@ -1120,7 +1128,7 @@ def _l2(scene: Scene, product: str, attrs: dict[str, object], product_group: xr.
 def _band_dataset(scene: Scene, band: str, data: BandRadiance, mirror_step: np.ndarray) -> xr.Dataset:
     """One L1B band group with the real variable names, dims, dtypes, fills and units."""
     geo = scene.geometry
-    rows, cols = scene.shape
+    cols = scene.shape[1]
     dims3 = ("mirror_step", "xtrack", "spectral_channel")
     dims2 = ("mirror_step", "xtrack")
     corner = ("mirror_step", "xtrack", "corner")
@@ -1135,7 +1143,8 @@ def _band_dataset(scene: Scene, band: str, data: BandRadiance, mirror_step: np.n
         "radiance_error": xr.Variable(dims3, data.radiance_error, {
             "_FillValue": RADIANCE_FILL, "units": RADIANCE_UNITS, "long_name": "radiance 1-sigma noise (simulated)",
             "number_of_significant_digits": np.int32(ERROR_DIGITS)}),
-        "pixel_quality_flag": xr.Variable(dims3, data.pixel_quality_flag, {"_FillValue": INT16_FILL}),
+        "pixel_quality_flag": xr.Variable(dims3, data.pixel_quality_flag,
+                                          {"_FillValue": INT16_FILL, **L1B_BAND_VARS["pixel_quality_flag"].attrs}),
         "nominal_wavelength": xr.Variable(("xtrack", "spectral_channel"),
                                           band_spectra(band, cols).wavelength.astype(np.float32), {"units": "nm"}),
         "latitude": geo_var(geo.latitude, dims2, "degrees_north", bounds="latitude_bounds"),
@@ -1242,7 +1251,7 @@ def simulate_granule(rows: int, cols: int, seed: int, *, bands: str | Sequence[s
     mirror_step = np.asarray(l1b.root["mirror_step"].values)
     l1b_name = l1b.attrs["local_granule_id"]
     l2 = {}
-    for product, granule in level2_truth(scene, columns, mirror_step, {}).items():
+    for product, granule in level2_truth(scene, columns, mirror_step).items():
         name = l2_filename(product, scene.geometry.start, scan, granule_index)
         attrs = _granule_attrs(scene, scan, granule_index, product, name)
         attrs["input_files"] = l1b_name
