@@ -217,7 +217,7 @@ def card_from_summary(summary: dict) -> dict:
     structure = {name: ("n/a" if item is None else
                         f"model {item['model_rms_log_error']:.3g} vs mean spectrum "
                         f"{item['mean_spectrum_rms_log_error']:.3g} (ratio {item['ratio']:.2f}"
-                        f"{', smoothing suspected' if item['smoothing_suspected'] else ''})")
+                        f"{', band structure lost' if item['structure_lost'] else ''})")
                  for name, item in validation["spectral_structure"].items()}
     rrmse, baseline = validation["relative_rmse_per_spectrum"], validation["relative_rmse_per_spectrum_mean_predictor"]
     return {
@@ -235,7 +235,7 @@ def card_from_summary(summary: dict) -> dict:
         "Validation metrics": {
             "relative RMSE per spectrum (mean / median)": f"{_percent(rrmse['mean'])} / {_percent(rrmse['median'])}",
             "same for the mean-spectrum predictor": f"{_percent(baseline['mean'])} / {_percent(baseline['median'])}",
-            **{f"|relative error| {k}": v for k, v in _window_metrics(validation, validation["wavelength_nm"]).items()},
+            **{f"absolute relative error {k}": v for k, v in _window_metrics(validation, validation["wavelength_nm"]).items()},
             **{f"differential structure {k}": v for k, v in structure.items()},
             "active latent channels": f"{validation['active_latent_channels']} of "
                                       f"{len(validation['kl_per_latent_channel'])}"
@@ -243,8 +243,8 @@ def card_from_summary(summary: dict) -> dict:
             "validation tiles / pixels": f"{validation['tiles']} / {validation['pixels']}",
         },
         "Limits": [
-            "Lossy: errors above are far larger than TEMPO's instrument noise; use it for browsing and ML, "
-            "not for trace-gas retrievals that need noise-level fidelity.",
+            "Lossy, at a fixed ratio of 514 values to 1 (1028 to 1 with float16 latents): compare the errors above "
+            "with the instrument noise (radiance_error) before using decoded radiance for trace-gas retrievals.",
             "Radiance below 1 photon/s/cm^2/nm/sr is not represented (log(max(L, 1)) normalization); "
             "normalized values are clipped to [-10, 10].",
             "Only the band named above; statistics (mu, sigma) are those of the training granules.",

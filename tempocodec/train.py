@@ -37,7 +37,7 @@ from tempocodec.vae import VAE, VAEConfig
 L1B_PATTERN = "TEMPO_RAD_L1_*.nc"
 BLOCK_STEPS = 64
 KL_ACTIVE_NATS = 0.01  # a latent channel is active above this mean KL per latent cell (nats)
-SMOOTHING_RATIO = 0.5
+STRUCTURE_RATIO = 0.5  # band structure counts as lost when the model's error exceeds this share of the mean's
 WINDOWS_NM = {"NO2_405_465": (405.0, 465.0), "O3_310_330": (310.0, 330.0)}
 MEDIAN_PIXELS = 20000
 MEDIAN_PIXELS_PER_TILE = 64
@@ -517,7 +517,9 @@ class _Metrics:
         return result
 
     def _structure_result(self) -> dict:
-        """Per window: median RMS differential error of the model and of the mean spectrum, their ratio, a flag."""
+        """Per window: median RMS differential error of the model and of the mean spectrum, their ratio, and
+        ``structure_lost`` when the ratio exceeds 0.5 (the model does not resolve the band structure: smoothing or
+        spurious structure)."""
         out = {}
         for name, (model_err, mean_err) in self.structure.items():
             if not model_err:
@@ -528,7 +530,7 @@ class _Metrics:
             ratio = model_median / mean_median if mean_median > 0 else float("nan")
             out[name] = {"window_nm": list(WINDOWS_NM[name]), "model_rms_log_error": model_median,
                          "mean_spectrum_rms_log_error": mean_median, "ratio": ratio,
-                         "smoothing_suspected": bool(ratio > SMOOTHING_RATIO)}
+                         "structure_lost": bool(ratio > STRUCTURE_RATIO)}
         return out
 
 
