@@ -18,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from tempocodec.errors import TempocodecError
 
 MODEL_FORMAT = "tempocodec-model/1"
 MODELS_ENV = "TEMPOCODEC_MODELS"
+_ORT_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.InvalidArgument,
+               ort_state.NoSuchFile, ort_state.NotImplemented, ort_state.RuntimeException)
 _MANIFEST_KEYS = ("name", "band", "n_channels", "latent_channels", "tile", "downsample", "files", "sha256")
 
 _sessions: dict[tuple[str, str], ort.InferenceSession] = {}
@@ -226,6 +229,6 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
             options.log_severity_level = 3
             try:
                 _sessions[key] = ort.InferenceSession(data, sess_options=options, providers=providers())
-            except Exception as err:  # onnxruntime raises its own exception types for unloadable graphs
+            except _ORT_ERRORS as err:
                 raise TempocodecError(f"{path}: ONNX Runtime cannot load the graph ({err})") from None
         return _sessions[key]

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_model import SMALL_CHANNELS, export_tiny, tiny_models  # noqa: F401  (session fixture)
+from tiny_model import SMALL_CHANNELS, export_tiny
 
 import tempocodec
 from tempocodec.artifacts import load_model, models_dir, resolve_model, session
 from tempocodec.errors import TempocodecError
+
+pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
 
 def test_models_dir_is_the_repository_models_folder_in_a_source_install():
@@ -77,7 +79,7 @@ def test_missing_decoder_fails_only_when_decoding(tmp_path):
     (model / "decoder.onnx").unlink()
     art = load_model(model)
     x = np.zeros((1, SMALL_CHANNELS, 8, 8), np.float32)
-    mean, logvar = session(art, "encoder").run(["mean", "logvar"], {"x": x})
+    mean, _ = session(art, "encoder").run(["mean", "logvar"], {"x": x})
     assert mean.shape == (1, 4, 2, 2)
     with pytest.raises(TempocodecError, match=r"decoder.onnx: missing"):
         session(art, "decoder")

@@ -15,7 +15,7 @@ import xarray as xr
 import zarr
 import zarr.registry
 from numcodecs.tests.common import check_config
-from tiny_model import SMALL_CHANNELS, radiance, reference_roundtrip, tiny_models  # noqa: F401  (session fixture)
+from tiny_model import SMALL_CHANNELS, radiance, reference_roundtrip
 
 import tempocodec.codec as codec_module
 from tempocodec import payload
@@ -23,6 +23,8 @@ from tempocodec.artifacts import MODELS_ENV, load_model
 from tempocodec.codec import RADIANCE_FILL, VAECodec, VAENumcodec, make_codec, make_numcodec
 from tempocodec.errors import TempocodecError
 from tempocodec.normalize import is_valid
+
+pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
 SHAPE = (131, 200, SMALL_CHANNELS)
 RTOL = 2e-3
@@ -329,7 +331,7 @@ def test_fresh_process_opens_the_store_through_entry_points_only(tiny_models, tm
         print("tempocodec.codec" in sys.modules)
     """)
     env = {"PATH": "/usr/bin:/bin", MODELS_ENV: str(tiny_models.root), "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
     expected = zarr.open_array(tmp_path / "x.zarr" / "radiance")[:]

@@ -3,13 +3,15 @@
 import numpy as np
 import pytest
 import zarr
-from tiny_model import SMALL_CHANNELS, radiance, reference_latent, tiny_models  # noqa: F401  (session fixture)
+from tiny_model import SMALL_CHANNELS, radiance, reference_latent
 
 from tempocodec import payload
 from tempocodec.codec import RADIANCE_FILL, make_codec, make_numcodec
 from tempocodec.errors import TempocodecError
 from tempocodec.latents import read_latents
 from tempocodec.normalize import is_valid
+
+pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
 SHAPE = (131, 200, SMALL_CHANNELS)
 

@@ -1,26 +1,17 @@
-"""Tiny random-init VAE models exported as model directories, and synthetic radiance, for the codec tests.
-
-``tiny_models`` (session fixture) exports, once per test session:
-
-- ``tiny``: 16 channels, 4 latent channels (fast; most tests);
-- ``tiny1028``: 1028 channels, 32 latent channels (real TEMPO chunk and latent sizes);
-- ``other/tiny``: a second model named ``tiny`` with other weights (a different sha256).
-
-and puts the directory of the first two on ``TEMPOCODEC_MODELS`` so that codecs find them by name.
+"""Tiny random-init VAE models exported as model directories, synthetic radiance, and the codec's expected output
+computed by direct ONNX calls, for the codec tests. The session fixture that exports the models is in
+``tiny_model_fixture.py``.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import torch
 
-from tempocodec.artifacts import MODELS_ENV
 from tempocodec.export import export_model
 from tempocodec.normalize import denormalize, normalize
 from tempocodec.vae import VAE, VAEConfig
@@ -50,30 +41,6 @@ def export_tiny(out_dir: Path, name: str, n_channels: int, latent_channels: int,
     mu = (LOG_RADIANCE + 0.5 * np.sin(channel / 7.0)).astype(np.float32)
     sigma = (0.3 + 0.1 * np.cos(channel / 5.0)).astype(np.float32)
     return export_model(model, mu, sigma, out_dir, name=name, band="band_290_490_nm")
-
-
-_built: dict[str, TinyModels] = {}
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory):
-    """Export the tiny models once per session and put them on ``TEMPOCODEC_MODELS`` while the session runs."""
-    if "models" not in _built:
-        root = tmp_path_factory.mktemp("tiny_models")
-        _built["models"] = TinyModels(
-            root=root,
-            small=export_tiny(root / "tiny", "tiny", SMALL_CHANNELS, 4, seed=0),
-            full=export_tiny(root / "tiny1028", "tiny1028", 1028, 32, seed=0),
-            other=export_tiny(root.parent / f"{root.name}_other" / "tiny", "tiny", SMALL_CHANNELS, 4, seed=1),
-        )
-    models = _built["models"]
-    previous = os.environ.get(MODELS_ENV)
-    os.environ[MODELS_ENV] = str(models.root)
-    yield models
-    if previous is None:
-        os.environ.pop(MODELS_ENV, None)
-    else:
-        os.environ[MODELS_ENV] = previous
 
 
 def radiance(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
