@@ -28,6 +28,72 @@ def main() -> None:
 
 
 @main.command()
+@click.argument("granule", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--band", type=click.Choice(["uv", "vis", "all"]), default="uv", show_default=True, help="Bands to store.")
+@click.option("--model", default=None, help="Model name under models/ or a model directory (default: the released model of each band).")
+@click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
+@click.option("--drop-radiance-error", is_flag=True, help="Do not store radiance_error.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtype: str, zarr_format: str,
+             drop_radiance_error: bool, overwrite: bool, quiet: bool) -> None:
+    """Compress the TEMPO L1B GRANULE into the Zarr store OUT."""
+    from tempocodec.store import compress_granule
+
+    summary = compress_granule(granule, out, bands=band, model=model, latent_dtype=latent_dtype,
+                               zarr_format=int(zarr_format), drop_radiance_error=drop_radiance_error,
+                               overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        _print_summary(summary)
+
+
+@main.command()
+@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def decompress(store: Path, out: Path, overwrite: bool, quiet: bool) -> None:
+    """Write the granule in STORE as a TEMPO-layout L1B netCDF file OUT."""
+    from tempocodec.store import decompress_store
+
+    decompress_store(store, out, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command()
+@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+def info(store: Path) -> None:
+    """Per-variable codec, stored bytes and ratio of STORE, and the model of each band."""
+    from tempocodec.store import store_info
+
+    _print_summary(store_info(store))
+
+
+def _print_summary(summary) -> None:
+    """A table of stored sizes and ratios, then one line per band's model and its card's headline."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(summary.path))
+    for col in ("group", "variable", "codec", "raw MB", "stored MB", "ratio"):
+        table.add_column(col, justify="right" if col in ("raw MB", "stored MB", "ratio") else "left")
+    for v in summary.variables:
+        table.add_row(v.group, v.name, v.codec, f"{v.raw_bytes / 1e6:.2f}", f"{v.stored_bytes / 1e6:.4f}", f"{v.ratio:.1f}")
+    table.add_row("all", "(files, metadata included)", "", f"{summary.total_raw / 1e6:.2f}",
+                  f"{summary.total_stored / 1e6:.4f}", f"{summary.total_raw / summary.total_stored:.1f}")
+    console = Console()
+    console.print(table)
+    for band, entry in summary.bands.items():
+        if entry["radiance"] == "vae":
+            console.print(f"{band}: radiance through model {entry['model']} (sha256 {entry['model_sha256'][:12]}…, {entry['latent_dtype']} latents)")
+        else:
+            console.print(f"{band}: radiance kept losslessly ({entry['reason']})")
+
+
+@main.command()
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory with TEMPO_RAD_L1_*.nc granules (searched recursively).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")

@@ -1,0 +1,398 @@
+"""A TEMPO Level-1B granule as a Zarr store, and back.
+
+Layout of a store written by :func:`compress_granule` (Zarr v3 by default, v2 on request):
+
+- root group: the granule's global attributes, the root variables (``mirror_step``, ``time``, ...), and the
+  attribute ``tempocodec`` (format version, source file name, per-band codec summary, attribute dtypes);
+- one group per band (``band_290_490_nm``, ``band_540_740_nm``): ``radiance`` in its original dims
+  ``(mirror_step, xtrack, spectral_channel)`` and attributes, chunked 64×64×1028 through the VAE codec
+  (inside 64×512×1028 shards on v3); ``radiance_error`` bit-rounded to 7 mantissa bits (relative error
+  ≤ 2⁻⁸) then stored losslessly; every other variable lossless (Blosc-zstd with byte shuffle).
+
+A band without a model for it keeps its radiance losslessly and says so in ``tempocodec.bands``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numcodecs
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from tempocodec.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.codec import make_codec, make_numcodec
+from tempocodec.errors import TempocodecError
+from tempocodec.granule import BANDS, L1BGranule, open_l1b
+from tempocodec.progress import dask_progress
+
+STORE_FORMAT = "tempocodec-store/1"
+DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv"}
+BAND_CHOICES = {"uv": ("band_290_490_nm",), "vis": ("band_540_740_nm",), "all": BANDS}
+TILE = 64
+SHARD_XTRACK = 512
+RADIANCE_ERROR_KEEPBITS = 7
+
+ZarrFormat = Literal[2, 3]
+
+
+@dataclass(frozen=True)
+class VariableSize:
+    """Stored size of one array: ``raw_bytes`` in memory (its dtype), ``stored_bytes`` on disk."""
+
+    group: str
+    name: str
+    codec: str
+    raw_bytes: int
+    stored_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        """Raw over stored bytes (inf for an array with no stored chunk)."""
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else float("inf")
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """Sizes of every array of a store, and the codec of each band's radiance."""
+
+    path: Path
+    variables: tuple[VariableSize, ...]
+    bands: dict[str, dict[str, Any]]
+
+    def radiance(self, band: str) -> VariableSize:
+        """The size entry of one band's radiance."""
+        return next(v for v in self.variables if v.group == band and v.name == "radiance")
+
+    @property
+    def total_raw(self) -> int:
+        """Bytes of every array in memory."""
+        return sum(v.raw_bytes for v in self.variables)
+
+    @property
+    def total_stored(self) -> int:
+        """Bytes of every file of the store, metadata included."""
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+
+# --------------------------------------------------------------------------------------------------- compress
+
+
+def compress_granule(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    bands: str = "uv",
+    model: str | os.PathLike | None = None,
+    latent_dtype: str = "float16",
+    zarr_format: ZarrFormat = 3,
+    drop_radiance_error: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> StoreSummary:
+    """Compress the L1B granule ``src`` into the Zarr store ``dst`` and return its size summary.
+
+    ``bands`` is ``uv``, ``vis`` or ``all``; ``model`` a model name or directory (default: the released model of
+    each band, where there is one). The store is written beside ``dst`` under a temporary name and renamed
+    into place at the end, so an interrupted run leaves nothing and an existing ``dst`` is only replaced
+    (with ``overwrite``) by a complete store.
+    """
+    dst = Path(dst)
+    if bands not in BAND_CHOICES:
+        raise TempocodecError(f"unknown band selection {bands!r}: choose one of {', '.join(BAND_CHOICES)}")
+    if dst.exists() and not overwrite:
+        raise TempocodecError(f"{dst} exists: pass --overwrite to replace it")
+    chosen = _models_for(BAND_CHOICES[bands], model)
+    with open_l1b(src) as granule, _staging(dst) as tmp:
+        present = [b for b in BAND_CHOICES[bands] if b in granule.band_names]
+        if not present:
+            raise TempocodecError(f"{granule.path}: none of the bands {', '.join(BAND_CHOICES[bands])} is in the file")
+        dtypes: dict[str, str] = {}
+        summary: dict[str, dict[str, Any]] = {}
+        _write_root(tmp, granule.root, granule.attrs, zarr_format, dtypes)
+        for band in present:
+            ds = granule.band(band)
+            if drop_radiance_error:
+                ds = ds.drop_vars("radiance_error", errors="ignore")
+            summary[band] = _write_band(tmp, band, ds, chosen.get(band), latent_dtype, zarr_format, dtypes, progress)
+        _finish(tmp, granule, summary, dtypes, zarr_format)
+    return store_info(dst)
+
+
+def _models_for(bands: tuple[str, ...], model: str | os.PathLike | None) -> dict[str, ModelArtifacts]:
+    """The model of each band that has one: ``model`` where given (for its own band), else the released default."""
+    if model is not None:
+        art = load_model(resolve_model(model))
+        if art.band not in bands:
+            raise TempocodecError(f"model {art.name} is for {art.band}, which is not among the bands asked for ({', '.join(bands)})")
+        return {art.band: art}
+    return {b: load_model(resolve_model(DEFAULT_MODELS[b])) for b in bands if b in DEFAULT_MODELS}
+
+
+@contextlib.contextmanager
+def _staging(dst: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path of ``dst``; on success it replaces ``dst``, on any failure it is removed."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _write_root(tmp: Path, root: xr.Dataset, attrs: dict[str, Any], zarr_format: ZarrFormat, dtypes: dict[str, str]) -> None:
+    """Root variables and global attributes, lossless."""
+    ds = root.copy()
+    encoding = {name: _lossless_encoding(ds[name], zarr_format) for name in ds.variables}
+    ds.attrs = _json_attrs(attrs, "/", dtypes)
+    for name in ds.variables:
+        ds[name].attrs = _json_attrs(ds[name].attrs, f"/{name}", dtypes)
+    _to_zarr(ds, tmp, None, encoding, zarr_format, mode="w")
+
+
+def _write_band(
+    tmp: Path,
+    band: str,
+    ds: xr.Dataset,
+    model: ModelArtifacts | None,
+    latent_dtype: str,
+    zarr_format: ZarrFormat,
+    dtypes: dict[str, str],
+    progress: bool,
+) -> dict[str, Any]:
+    """One band group; returns the band's entry of the ``tempocodec.bands`` attribute."""
+    ds = ds.copy()
+    encoding = {name: _lossless_encoding(ds[name], zarr_format) for name in ds.variables}
+    fill = _fill_value(ds["radiance"])
+    for name in ds.variables:
+        ds[name].attrs = _json_attrs(ds[name].attrs, f"/{band}/{name}", dtypes)
+    if "radiance_error" in ds:
+        ds["radiance_error"] = _bitround(ds["radiance_error"])
+        ds["radiance_error"].attrs["tempocodec_lossy"] = (
+            f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
+        )
+    if model is None:
+        entry: dict[str, Any] = {"radiance": "lossless", "reason": f"no model for {band}"}
+    else:
+        if model.n_channels != ds.sizes["spectral_channel"]:
+            raise TempocodecError(
+                f"model {model.name} takes {model.n_channels} spectral channels, {band} has {ds.sizes['spectral_channel']}"
+            )
+        encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, zarr_format)
+        entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": latent_dtype}
+    chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
+    ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
+    with dask_progress(f"{band}", enabled=progress):
+        _to_zarr(ds, tmp, band, encoding, zarr_format, mode="w")
+    return entry
+
+
+def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float32, zarr_format: ZarrFormat) -> dict[str, Any]:
+    """Zarr encoding of a radiance array through the VAE codec (sharded on v3)."""
+    chunks = (TILE, TILE, model.n_channels)
+    if zarr_format == 3:
+        return {
+            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=fill),
+            "compressors": None,
+            "filters": None,
+            "chunks": chunks,
+            "shards": (TILE, SHARD_XTRACK, model.n_channels),
+            "_FillValue": fill,
+        }
+    return {
+        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=fill)],
+        "filters": None,
+        "chunks": chunks,
+        "_FillValue": fill,
+    }
+
+
+def _lossless_encoding(var: xr.DataArray, zarr_format: ZarrFormat) -> dict[str, Any]:
+    """Blosc-zstd with byte shuffle, the variable's fill value; 3-D arrays chunked like the radiance."""
+    enc: dict[str, Any] = {}
+    enc["_FillValue"] = var.encoding.get("_FillValue", var.attrs.get("_FillValue"))  # None: no fill value, as in the source
+    if var.ndim == 3:
+        enc["chunks"] = (TILE, TILE, var.shape[2])
+    if zarr_format == 3:
+        enc["compressors"] = [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=var.dtype.itemsize)]
+    else:
+        enc["compressors"] = [numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)]
+    return enc
+
+
+def _bitround(var: xr.DataArray) -> xr.DataArray:
+    """``var`` with its float32 mantissa rounded to :data:`RADIANCE_ERROR_KEEPBITS` bits, lazily; fill values pass unchanged."""
+    codec = numcodecs.BitRound(keepbits=RADIANCE_ERROR_KEEPBITS)
+
+    def round_block(block: np.ndarray) -> np.ndarray:
+        return codec.encode(np.ascontiguousarray(block, dtype=np.float32)).reshape(block.shape)
+
+    out = xr.apply_ufunc(round_block, var, dask="parallelized", output_dtypes=[np.float32])
+    out.attrs = dict(var.attrs)
+    out.encoding = dict(var.encoding)
+    return out
+
+
+def _fill_value(radiance: xr.DataArray) -> np.float32:
+    """The radiance array's fill value (its ``_FillValue``), or TEMPO's L1B radiance fill."""
+    from tempocodec.granule import RADIANCE_FILL
+
+    return np.float32(radiance.encoding.get("_FillValue", radiance.attrs.get("_FillValue", RADIANCE_FILL)))
+
+
+def _to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict, zarr_format: ZarrFormat, mode: str) -> None:
+    """``ds.to_zarr`` without consolidation (done once at the end), v3 warnings about it silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(path, group=group, mode=mode, encoding=encoding, zarr_format=zarr_format, consolidated=False)
+
+
+def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[str, str], zarr_format: ZarrFormat) -> None:
+    """Record the ``tempocodec`` root attribute and consolidate the metadata so ``xr.open_zarr`` opens it directly."""
+    root = zarr.open_group(tmp, mode="r+", zarr_format=zarr_format)
+    root.attrs["tempocodec"] = {
+        "format": STORE_FORMAT,
+        "source": Path(granule.path).name,
+        "bands": bands,
+        "attribute_dtypes": dtypes,
+    }
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(tmp, zarr_format=zarr_format)
+
+
+def _json_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> dict[str, Any]:
+    """Attributes made JSON-safe, ``_FillValue`` left to the encoding; the numpy dtype of each numeric one is recorded in ``dtypes`` under ``where/name``."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if key == "_FillValue":
+            continue
+        if isinstance(value, (np.generic, np.ndarray)):
+            dtypes[_attr_key(where, key)] = str(np.asarray(value).dtype)
+            value = np.asarray(value).tolist()
+        elif isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- info
+
+
+def store_info(path: str | os.PathLike) -> StoreSummary:
+    """Sizes and codecs of every array of a store written by :func:`compress_granule`."""
+    path = Path(path)
+    root = _open_store(path)
+    meta = root.attrs["tempocodec"]
+    sizes: list[VariableSize] = []
+    for group_path, group in [("/", root), *((name, root[name]) for name in meta["bands"])]:
+        for name, arr in group.arrays():
+            raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
+            codec = "vae" if group_path != "/" and name == "radiance" and meta["bands"][group_path]["radiance"] == "vae" else "lossless"
+            if name == "radiance_error":
+                codec = f"bitround{RADIANCE_ERROR_KEEPBITS}+lossless"
+            sizes.append(VariableSize(group_path, name, codec, raw, _stored_bytes(arr)))
+    return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
+
+
+def _open_store(path: Path) -> zarr.Group:
+    """The root group of a tempocodec store, or a one-line error naming what it is not."""
+    if not path.exists():
+        raise TempocodecError(f"{path}: no such store")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root = zarr.open_group(path, mode="r")
+    except Exception as err:  # zarr raises several types for a damaged or foreign hierarchy
+        raise TempocodecError(f"{path}: not a readable Zarr store ({type(err).__name__}: {err})") from None
+    meta = root.attrs.get("tempocodec")
+    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+        raise TempocodecError(f"{path}: not a tempocodec store (no '{STORE_FORMAT}' attribute)")
+    return root
+
+
+def _stored_bytes(arr: zarr.Array) -> int:
+    """Bytes of an array's stored chunk (or shard) objects."""
+    return int(arr.nbytes_stored()) - _metadata_bytes(arr)
+
+
+def _metadata_bytes(arr: zarr.Array) -> int:
+    """Bytes of an array's own metadata documents, which ``nbytes_stored`` counts too."""
+    store_path = Path(str(arr.store_path.store.root)) / arr.path
+    return sum((store_path / f).stat().st_size for f in ("zarr.json", ".zarray", ".zattrs") if (store_path / f).exists())
+
+
+# --------------------------------------------------------------------------------------------------- decompress
+
+
+def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
+    """One band of a store as a lazy xarray Dataset (radiance decoded chunk by chunk), values and fills raw."""
+    path = Path(path)
+    root = _open_store(path)
+    if band not in root.attrs["tempocodec"]["bands"]:
+        raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(root.attrs['tempocodec']['bands'])})")
+    return xr.open_zarr(path, group=band, mask_and_scale=False, decode_times=False, consolidated=True)
+
+
+def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
+    """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst``."""
+    from tempocodec.granule import write_l1b
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise TempocodecError(f"{dst} exists: pass --overwrite to replace it")
+    root = _open_store(src)
+    meta = root.attrs["tempocodec"]
+    dtypes = meta.get("attribute_dtypes", {})
+    root_ds = xr.open_zarr(src, mask_and_scale=False, decode_times=False, consolidated=True)
+    attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
+    root_ds = _typed_vars(root_ds, "/", dtypes)
+    root_ds.attrs = {}
+    bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
+    with dask_progress("decompress", enabled=progress):
+        write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands))
+    return dst
+
+
+def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, str]) -> xr.Dataset:
+    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own notes dropped."""
+    ds = ds.copy()
+    for name in ds.variables:
+        attrs = {k: v for k, v in ds[name].attrs.items() if k != "tempocodec_lossy"}
+        if ds[name].dtype.byteorder not in "=|":  # zarr gives explicit little-endian; netCDF4 wants native
+            ds[name] = ds[name].astype(ds[name].dtype.newbyteorder("="))
+        ds[name].attrs = _typed_attrs(attrs, f"{where.rstrip('/')}/{name}", dtypes)
+    return ds
+
+
+def _attr_key(where: str, key: str) -> str:
+    """The key of one attribute in the store's dtype record: ``/group/variable/attribute`` (``/attribute`` for globals)."""
+    return f"{where.rstrip('/')}/{key}"
+
+
+def _typed_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> dict[str, Any]:
+    """Attributes with numeric values cast back to the dtypes recorded by :func:`_json_attrs`."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if key == "tempocodec":
+            continue
+        dtype = dtypes.get(_attr_key(where, key))
+        out[key] = np.asarray(value, dtype=dtype)[()] if dtype else value
+    return out
