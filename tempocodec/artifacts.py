@@ -3,7 +3,11 @@
 A model is found by path or by name: a name is looked up in each directory of the ``TEMPOCODEC_MODELS`` environment
 variable (``os.pathsep``-separated), then in :func:`models_dir`; codecs look a model up by name and sha256 with
 :func:`find_model`, which first takes a matching model already loaded in the process. :func:`load_model` reads and verifies a directory once
-per process; :func:`session` opens one ONNX graph of it, once per process per (model sha256, graph).
+per process; :func:`session` opens one ONNX graph of it, once per process per (model sha256, graph, graph sha256).
+
+A model's identity, the manifest's ``sha256`` that stores record and check, covers only the coding files
+(:data:`CODING_FILES`); the manifest's ``files`` lists every file with its own sha256 for integrity checks, so files
+added later (probes, a rewritten model card: :func:`record_files`) leave the identity unchanged.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ MODELS_ENV = "TEMPOCODEC_MODELS"
 _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.InvalidArgument,
                ort_state.NoSuchFile, ort_state.NotImplemented, ort_state.RuntimeException)
 _MANIFEST_KEYS = ("name", "band", "n_channels", "latent_channels", "tile", "downsample", "files", "sha256")
+CODING_FILES = ("encoder.onnx", "decoder.onnx", "normalization.npz")
 
-_sessions: dict[tuple[str, str], ort.InferenceSession] = {}
+_sessions: dict[tuple[str, str, str], ort.InferenceSession] = {}
 _sessions_lock = threading.Lock()
 _loaded: dict[tuple[str, str], ModelArtifacts] = {}
 
@@ -74,9 +79,43 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def combined_sha256(files: dict[str, str]) -> str:
-    """Hex sha256 of the sorted ``"name:sha"`` lines of ``files`` joined with newlines (the manifest's ``sha256``)."""
+    """Hex sha256 of the sorted ``"name:sha"`` lines of ``files`` joined with newlines."""
     text = "\n".join(f"{name}:{files[name]}" for name in sorted(files))
     return sha256_bytes(text.encode("utf-8"))
+
+
+def identity_sha256(files: dict[str, str], where: str = "manifest") -> str:
+    """The model identity (the manifest's ``sha256``): :func:`combined_sha256` of the :data:`CODING_FILES` entries of
+    ``files`` (file name -> hex sha256); raise naming ``where`` when one of them is missing."""
+    missing = [name for name in CODING_FILES if name not in files]
+    if missing:
+        raise TempocodecError(f"{where}: files lacks the coding files {missing}")
+    return combined_sha256({name: files[name] for name in CODING_FILES})
+
+
+def record_files(model_dir: str | os.PathLike, names: list[str]) -> dict[str, str]:
+    """Hash the files ``names`` (paths relative to ``model_dir``) into the manifest's ``files`` and rewrite the manifest
+    atomically; the identity must not change, so coding files are refused. Returns the new ``files``."""
+    path = Path(model_dir)
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TempocodecError(f"{manifest_path}: unreadable manifest ({err})") from None
+    coding = sorted(set(names) & set(CODING_FILES))
+    if coding:
+        raise TempocodecError(f"{manifest_path}: {coding} are coding files; changing them would change the model identity")
+    files = dict(manifest["files"])
+    for name in names:
+        try:
+            files[name] = sha256_bytes((path / name).read_bytes())
+        except OSError as err:
+            raise TempocodecError(f"{path / name}: cannot read ({err.strerror or err})") from None
+    manifest["files"] = dict(sorted(files.items()))
+    tmp = manifest_path.with_name(f".manifest.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    os.replace(tmp, manifest_path)
+    return manifest["files"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,8 +189,8 @@ def _load_model(path: Path, stamp: int) -> ModelArtifacts:
             f"{manifest_path}: not a {MODEL_FORMAT} manifest (format {manifest.get('format')!r}, missing {missing})"
         )
     files = {str(k): str(v) for k, v in manifest["files"].items()}
-    if combined_sha256(files) != manifest["sha256"]:
-        raise TempocodecError(f"{manifest_path}: sha256 does not match the sha256 of its file list")
+    if identity_sha256(files, str(manifest_path)) != manifest["sha256"]:
+        raise TempocodecError(f"{manifest_path}: sha256 does not match the sha256 of its coding files {list(CODING_FILES)}")
     for name, digest in files.items():
         file = path / name
         if name.endswith(".onnx") and not file.exists():
@@ -206,14 +245,14 @@ def _cpu_count() -> int:
 
 
 def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.InferenceSession:
-    """The ONNX Runtime session of graph ``which`` (``"encoder"`` or ``"decoder"``) of a model.
+    """The ONNX Runtime session of graph ``which`` (``"encoder"``, ``"decoder"``, ``"probes/no2_mlp"``, ...) of a model.
 
     ``model`` is loaded artifacts or a model directory. Sessions are created lazily under a lock and cached per process
-    per (model sha256, which); they are safe to call from several threads. The graph's bytes are checked against the
+    per (model sha256, which, the graph's manifest sha256); they are safe to call from several threads. The graph's bytes are checked against the
     manifest before the session is built from them. Intra-op threads: the CPUs available to the process.
     """
     art = model if isinstance(model, ModelArtifacts) else load_model(model)
-    key = (art.sha256, which)
+    key = (art.sha256, which, art.files.get(f"{which}.onnx", ""))
     cached = _sessions.get(key)
     if cached is not None:
         return cached

@@ -4,13 +4,14 @@ The directory holds ``encoder.onnx`` (input ``"x"`` ``(N, C, H, W)`` -> ``"mean"
 ``decoder.onnx`` (``"z"`` -> ``"x"``), ``normalization.npz`` (``mu``, ``sigma`` float32 ``(C,)``), ``model_card.md``,
 ``training_config.json`` and ``manifest.json``. Batch, H and W are dynamic in both graphs.
 
-The manifest's ``files`` maps each file name to the hex sha256 of its bytes; its ``sha256`` is the hex sha256 of the
-UTF-8 text made of one ``"name:sha"`` line per file, sorted by name and joined with ``"\\n"`` (no trailing newline).
+The manifest's ``files`` maps each file name to the hex sha256 of its bytes; its ``sha256``, the model identity, is
+the hex sha256 of the UTF-8 text made of one ``"name:sha"`` line per coding file (``encoder.onnx``, ``decoder.onnx``,
+``normalization.npz``), sorted by name and joined with ``"\\n"`` (no trailing newline): see
+:func:`tempocodec.artifacts.identity_sha256`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,12 +24,13 @@ import torch
 from torch import nn
 
 from tempocodec import __version__
+from tempocodec.artifacts import MODEL_FORMAT, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
 from tempocodec.train import load_checkpoint
 from tempocodec.vae import VAE
 
-MODEL_FORMAT = "tempocodec-model/1"
 ONNX_OPSET = 17
+IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
 class _EncoderGraph(nn.Module):
@@ -53,24 +55,9 @@ class _DecoderGraph(nn.Module):
         return self.model.decode(z)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def combined_sha256(files: dict[str, str]) -> str:
-    """Hex sha256 of the sorted ``"name:sha"`` lines of ``files`` joined with newlines (the manifest's ``sha256``)."""
-    text = "\n".join(f"{name}:{files[name]}" for name in sorted(files))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> None:
-    """Write ``module`` as an ONNX graph at ``path`` with dynamic batch, height and width."""
-    axes = {0: "batch", 2: "height", 3: "width"}
+def export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str],
+                 axes: dict[int, str] = IMAGE_AXES) -> None:
+    """Write ``module`` as an ONNX graph at ``path``; the ``axes`` of the input and of every output are dynamic."""
     dynamic_axes = {input_name: axes, **{name: axes for name in output_names}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -130,13 +117,13 @@ def _write_directory(model: VAE, mu: np.ndarray, sigma: np.ndarray, root: Path, 
     cfg = model.config
     example = torch.zeros(1, cfg.n_channels, cfg.tile, cfg.tile)
     latent = torch.zeros(1, cfg.latent_channels, cfg.tile // cfg.downsample, cfg.tile // cfg.downsample)
-    _export_graph(_EncoderGraph(model), example, root / "encoder.onnx", "x", ["mean", "logvar"])
-    _export_graph(_DecoderGraph(model), latent, root / "decoder.onnx", "z", ["x"])
+    export_graph(_EncoderGraph(model), example, root / "encoder.onnx", "x", ["mean", "logvar"])
+    export_graph(_DecoderGraph(model), latent, root / "decoder.onnx", "z", ["x"])
     np.savez(root / "normalization.npz", mu=mu, sigma=sigma)
     (root / "model_card.md").write_text(render_model_card(name, band, model, card), encoding="utf-8")
     training_config = {**(config or {}), "model": cfg.to_dict()}
     (root / "training_config.json").write_text(json.dumps(training_config, indent=2, sort_keys=True), encoding="utf-8")
-    files = {path.name: sha256_file(path) for path in sorted(root.iterdir()) if path.is_file()}
+    files = {path.name: sha256_bytes(path.read_bytes()) for path in sorted(root.iterdir()) if path.is_file()}
     manifest = {
         "format": MODEL_FORMAT,
         "name": name,
@@ -150,7 +137,7 @@ def _write_directory(model: VAE, mu: np.ndarray, sigma: np.ndarray, root: Path, 
         "onnx_opset": ONNX_OPSET,
         "tempocodec_version": __version__,
         "files": files,
-        "sha256": combined_sha256(files),
+        "sha256": identity_sha256(files),
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 

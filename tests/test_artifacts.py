@@ -10,7 +10,7 @@ import pytest
 from tiny_model import SMALL_CHANNELS, export_tiny
 
 import tempocodec
-from tempocodec.artifacts import load_model, models_dir, resolve_model, session
+from tempocodec.artifacts import load_model, models_dir, record_files, resolve_model, session
 from tempocodec.errors import TempocodecError
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
@@ -65,7 +65,7 @@ def test_a_changed_manifest_is_refused(tiny_models, tmp_path):
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["sha256"] = "0" * 64
     (model / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(TempocodecError, match="does not match the sha256 of its file list"):
+    with pytest.raises(TempocodecError, match="does not match the sha256 of its coding files"):
         load_model(model)
     (model / "manifest.json").write_text("{not json")
     with pytest.raises(TempocodecError, match="unreadable manifest"):
@@ -106,3 +106,20 @@ def test_sessions_are_cached_and_made_once_under_concurrency(tiny_models):
     assert len(found) == 4 and all(s is found[0] for s in found)
     assert session(tiny_models.full, "decoder") is found[0]
     assert "CPUExecutionProvider" in found[0].get_providers()
+
+
+def test_recorded_files_keep_the_identity_and_are_verified(tiny_models, tmp_path):
+    model = _copy(tiny_models.small, tmp_path / "tiny")
+    before = load_model(model).sha256
+    (model / "probes").mkdir()
+    (model / "probes" / "extra.json").write_text("{}")
+    (model / "model_card.md").write_text("# rewritten card")
+    files = record_files(model, ["probes/extra.json", "model_card.md"])
+    art = load_model(model)
+    assert art.sha256 == before and art.files == files and "probes/extra.json" in files
+    tampered = _copy(model, tmp_path / "tampered")  # load_model caches per directory and manifest time
+    (tampered / "probes" / "extra.json").write_text("{changed}")
+    with pytest.raises(TempocodecError, match=r"extra.json: sha256 differs from the manifest"):
+        load_model(tampered)
+    with pytest.raises(TempocodecError, match="coding files"):
+        record_files(model, ["decoder.onnx"])

@@ -7,8 +7,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from tempocodec.artifacts import combined_sha256, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
-from tempocodec.export import combined_sha256, export_model, sha256_file
+from tempocodec.export import export_model
 from tempocodec.vae import VAE, VAEConfig
 
 CHANNELS = 12
@@ -51,8 +52,10 @@ def test_directory_contents_and_manifest(exported):
     assert set(manifest["files"]) == names
     assert {p.name for p in out.iterdir()} == names | {"manifest.json"}
     for name, digest in manifest["files"].items():
-        assert sha256_file(out / name) == digest
-    assert manifest["sha256"] == combined_sha256(manifest["files"])
+        assert sha256_bytes((out / name).read_bytes()) == digest
+    coding = {name: manifest["files"][name] for name in ("decoder.onnx", "encoder.onnx", "normalization.npz")}
+    assert manifest["sha256"] == identity_sha256(manifest["files"]) == combined_sha256(coding)
+    assert manifest["sha256"] != combined_sha256(manifest["files"])
     assert (manifest["format"], manifest["n_channels"], manifest["latent_channels"]) == ("tempocodec-model/1", CHANNELS, 4)
     assert (manifest["tile"], manifest["downsample"]) == (64, 4)
     assert manifest["inputs"] == {"encoder": "x", "decoder": "z"}
