@@ -88,9 +88,26 @@ def _print_summary(summary) -> None:
     console.print(table)
     for band, entry in summary.bands.items():
         if entry["radiance"] == "vae":
-            console.print(f"{band}: radiance through model {entry['model']} (sha256 {entry['model_sha256'][:12]}…, {entry['latent_dtype']} latents)")
+            console.print(f"{band}: radiance through model {entry['model']} (sha256 {entry['model_sha256'][:12]}…, "
+                          f"{entry['latent_dtype']} latents)", soft_wrap=True)
+            console.print(f"  {_card_headline(entry['model'], entry['model_sha256'])}", soft_wrap=True)
         else:
-            console.print(f"{band}: radiance kept losslessly ({entry['reason']})")
+            console.print(f"{band}: radiance kept losslessly ({entry['reason']})", soft_wrap=True)
+
+
+def _card_headline(name: str, sha256: str) -> str:
+    """The ``Headline:`` line of a model's card, or why there is none (the model is not installed here, ...)."""
+    from tempocodec.artifacts import find_model
+    from tempocodec.errors import TempocodecError
+
+    try:
+        art = find_model(name, sha256)
+    except TempocodecError as err:
+        return f"model card not available: {err}"
+    card = art.path / "model_card.md"
+    lines = card.read_text(encoding="utf-8").splitlines() if card.is_file() else []
+    headline = next((line for line in lines if line.startswith("Headline:")), None)
+    return headline if headline is not None else f"{card}: no 'Headline:' line"
 
 
 @main.command()
@@ -189,3 +206,54 @@ def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int
     if not quiet:
         size = sum(p.stat().st_size for p in paths) / 1e6
         click.echo(f"wrote {len(paths)} files ({size:.1f} MB) to {out_dir}")
+
+
+@main.command("train-probes")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="L1B granules with their L2 truth files beside them (searched recursively).")
+@click.option("--model", required=True, help="Model directory or name; probes are written into it.")
+@click.option("--heldout", "heldout_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Granules to measure on (default: a granule split of --data).")
+@click.option("--no-geometry", is_flag=True, help="Latent means only (no cos SZA, cos VZA, cos relative azimuth).")
+@click.option("--epochs", type=int, default=60, show_default=True, help="MLP epochs at most.")
+@click.option("--hidden", type=int, default=512, show_default=True, help="MLP hidden width.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, no_geometry: bool, epochs: int,
+                         hidden: int, seed: int, device: str, quiet: bool) -> None:
+    """Train linear and MLP probes (cloud fraction, ozone, NO2, HCHO) on a model's latents; print the held-out table."""
+    from rich.console import Console
+
+    from tempocodec.probe_training import ProbeConfig, train_probes
+    from tempocodec.query import metrics_table
+
+    config = ProbeConfig(geometry=not no_geometry, epochs=epochs, hidden=hidden, seed=seed, device=device)
+    Console().print(metrics_table(train_probes(data_dir, model, heldout=heldout_dir, config=config,
+                                               progress=not quiet)))
+
+
+@main.command("query")
+@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--product", "products", default="all", show_default=True,
+              help="cloud_fraction, ozone, no2, hcho, or all (several: comma-separated).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the products to this netCDF file (default: print a summary).")
+@click.option("--kind", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Probe kind.")
+@click.option("--band", default="band_290_490_nm", show_default=True)
+@click.option("--model", default=None, help="Model directory or name with the probes (default: the store's model).")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+def query_command(store: Path, products: str, output: Path | None, kind: str, band: str, model: str | None,
+                  overwrite: bool) -> None:
+    """Level-2 products of STORE from its latents on the latent grid, without decompressing (the decoder never runs)."""
+    from rich.console import Console
+
+    from tempocodec.query import query_store, summary_table, write_products
+
+    ds = query_store(store, products, band, kind=kind, model=model)
+    if output is None:
+        Console().print(summary_table(ds))
+    else:
+        write_products(ds, output, overwrite=overwrite)
+        click.echo(f"wrote {', '.join(ds.data_vars)} on the {ds.sizes['latent_row']}×{ds.sizes['latent_col']} "
+                   f"latent grid to {output}")

@@ -142,6 +142,7 @@ def _models_for(bands: tuple[str, ...], model: str | os.PathLike | None) -> dict
 def _staging(dst: Path) -> Iterator[Path]:
     """Yield a temporary sibling path of ``dst``; on success it replaces ``dst``, on any failure it is removed."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(dst)
     tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -155,6 +156,25 @@ def _staging(dst: Path) -> Iterator[Path]:
     os.replace(tmp, dst)
     if old.exists():
         shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _remove_stale(dst: Path) -> None:
+    """Remove the staging leftovers of ``dst`` whose writing process is gone (a run killed with SIGKILL)."""
+    for leftover in dst.parent.glob(f".{dst.name}.partial-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_root(tmp: Path, root: xr.Dataset, attrs: dict[str, Any], zarr_format: ZarrFormat, dtypes: dict[str, str]) -> None:
@@ -242,7 +262,8 @@ def _bitround(var: xr.DataArray) -> xr.DataArray:
     codec = numcodecs.BitRound(keepbits=RADIANCE_ERROR_KEEPBITS)
 
     def round_block(block: np.ndarray) -> np.ndarray:
-        return codec.encode(np.ascontiguousarray(block, dtype=np.float32)).reshape(block.shape)
+        rounded = codec.encode(np.ascontiguousarray(block, dtype=np.float32))  # BitRound hands back the bits as int32
+        return np.asarray(rounded).view(np.float32).reshape(block.shape)
 
     out = xr.apply_ufunc(round_block, var, dask="parallelized", output_dtypes=[np.float32])
     out.attrs = dict(var.attrs)

@@ -1,0 +1,292 @@
+"""Tests for tempocodec.store and the compress / decompress / info commands, on small simulated granules."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from click.testing import CliRunner
+from tiny_model import export_tiny
+
+import tempocodec.store as store_module
+from tempocodec.artifacts import MODELS_ENV
+from tempocodec.cli import main
+from tempocodec.errors import TempocodecError
+from tempocodec.granule import read_l1b
+from tempocodec.simulate import write_simulated
+from tempocodec.store import compress_granule, decompress_store, open_store, store_info
+
+pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
+
+UV = "band_290_490_nm"
+VIS = "band_540_740_nm"
+MODEL = "tiny1028"
+
+
+@pytest.fixture(scope="module")
+def uv_granule(tmp_path_factory) -> Path:
+    """A 131×200 simulated granule (UV band only): sides that are not multiples of 64, fill and flagged pixels."""
+    paths = write_simulated(tmp_path_factory.mktemp("uv"), 131, 200, seed=7, bands="uv")
+    return paths[0]
+
+
+@pytest.fixture(scope="module")
+def both_bands(tmp_path_factory) -> Path:
+    """A small simulated granule with both bands."""
+    return write_simulated(tmp_path_factory.mktemp("both"), 40, 70, seed=8, bands="all")[0]
+
+
+@pytest.fixture(scope="module")
+def v3_store(uv_granule, tiny_models, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("v3") / "granule.zarr"
+    compress_granule(uv_granule, out, model=MODEL, progress=False)
+    return out
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def same_attrs(a: dict, b: dict) -> bool:
+    """Equal keys, values and numpy dtypes."""
+    return a.keys() == b.keys() and all(
+        np.array_equal(np.asarray(a[k]), np.asarray(b[k])) and np.asarray(a[k]).dtype == np.asarray(b[k]).dtype for k in a)
+
+
+def raw_group(path: Path, group: str | None) -> xr.Dataset:
+    return xr.open_dataset(path, group=group, mask_and_scale=False, decode_times=False)
+
+
+# --------------------------------------------------------------------------------------------------- layout
+
+
+def test_store_layout_is_sharded_v3_with_original_dims_and_attributes(v3_store, uv_granule):
+    root = zarr.open_group(v3_store, mode="r")
+    meta = root.attrs["tempocodec"]
+    assert meta["format"] == store_module.STORE_FORMAT and meta["source"] == uv_granule.name
+    assert meta["bands"][UV]["radiance"] == "vae" and meta["bands"][UV]["model"] == MODEL
+    radiance = root[f"{UV}/radiance"]
+    assert radiance.shape == (131, 200, 1028)
+    assert radiance.chunks == (64, 64, 1028) and radiance.shards == (64, 512, 1028)
+    # a handful of shard objects, not one object per 64×64 tile
+    shard_files = [f for f in (v3_store / UV / "radiance" / "c").rglob("*") if f.is_file()]
+    assert len(shard_files) == 3
+    source = raw_group(uv_granule, UV)
+    opened = xr.open_zarr(v3_store, group=UV)
+    assert opened.radiance.dims == ("mirror_step", "xtrack", "spectral_channel")
+    assert opened.radiance.data.chunksize == (64, 64, 1028)
+    assert {k: v for k, v in opened.radiance.attrs.items()} == {
+        k: v for k, v in source.radiance.attrs.items() if k != "_FillValue"}
+
+
+def test_radiance_ratio_and_summary(v3_store):
+    summary = store_info(v3_store)
+    radiance = summary.radiance(UV)
+    assert radiance.codec == "vae" and radiance.raw_bytes == 131 * 200 * 1028 * 4
+    assert radiance.ratio >= 900, radiance.ratio
+    assert summary.total_stored == sum(f.stat().st_size for f in v3_store.rglob("*") if f.is_file())
+    error = next(v for v in summary.variables if v.name == "radiance_error")
+    assert error.codec.startswith("bitround") and error.ratio > 5
+
+
+# --------------------------------------------------------------------------------------------------- round trip
+
+
+def test_decompress_gives_the_granule_back_in_tempo_layout(v3_store, uv_granule, tmp_path):
+    back = decompress_store(v3_store, tmp_path / "back.nc", progress=False)
+    for group in (None, UV):
+        a, b = raw_group(uv_granule, group), raw_group(back, group)
+        assert same_attrs(a.attrs, b.attrs), group
+        assert set(a.variables) == set(b.variables), group
+        for name in a.variables:
+            assert a[name].dtype == b[name].dtype and a[name].dims == b[name].dims, name
+            assert same_attrs(a[name].attrs, b[name].attrs), name
+            if name not in ("radiance", "radiance_error"):
+                np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    a, b = raw_group(uv_granule, UV), raw_group(back, UV)
+    fill = np.float32(a.radiance.attrs["_FillValue"])
+    bad = (a.radiance.values == fill) | ~np.isfinite(a.radiance.values)
+    assert bad.any() and (~bad).any()
+    np.testing.assert_array_equal(b.radiance.values[bad], fill)
+    # valid pixels are the codec's decode of the store, written unchanged
+    decoded = xr.open_zarr(v3_store, group=UV, mask_and_scale=False).radiance.values
+    np.testing.assert_array_equal(b.radiance.values, decoded)
+    assert np.isfinite(b.radiance.values[~bad]).all()
+    err_a, err_b = a.radiance_error.values, b.radiance_error.values
+    ok = np.isfinite(err_a) & (np.abs(err_a) < 1e30)
+    assert np.max(np.abs(err_b[ok] - err_a[ok]) / np.abs(err_a[ok])) <= 2.0 ** -(store_module.RADIANCE_ERROR_KEEPBITS + 1)
+    np.testing.assert_array_equal(err_b[~ok], err_a[~ok])
+    assert read_l1b(back).bands[UV].radiance.shape == (131, 200, 1028)
+
+
+def test_zarr_v2_store_decodes_like_v3(v3_store, uv_granule, tmp_path):
+    v2 = tmp_path / "v2.zarr"
+    compress_granule(uv_granule, v2, model=MODEL, zarr_format=2, progress=False)
+    assert zarr.open_group(v2, mode="r").metadata.zarr_format == 2
+    a = open_store(v2, UV).radiance.values
+    b = open_store(v3_store, UV).radiance.values
+    np.testing.assert_array_equal(a, b)
+
+
+def test_band_without_model_is_kept_losslessly(both_bands, tiny_models, tmp_path):
+    out = tmp_path / "all.zarr"
+    summary = compress_granule(both_bands, out, bands="all", model=MODEL, progress=False)
+    assert summary.bands[VIS]["radiance"] == "lossless" and "no model" in summary.bands[VIS]["reason"]
+    assert summary.bands[UV]["radiance"] == "vae"
+    np.testing.assert_array_equal(open_store(out, VIS).radiance.values, raw_group(both_bands, VIS).radiance.values)
+
+
+def test_drop_radiance_error(both_bands, tiny_models, tmp_path):
+    out = tmp_path / "noerr.zarr"
+    compress_granule(both_bands, out, model=MODEL, drop_radiance_error=True, progress=False)
+    assert "radiance_error" not in open_store(out, UV)
+
+
+def test_xarray_opens_the_store_in_a_fresh_process(v3_store, tiny_models):
+    code = textwrap.dedent(f"""
+        import sys, xarray as xr
+        ds = xr.open_zarr({str(v3_store)!r}, group={UV!r})
+        block = ds.radiance[:64, :64].values
+        assert "torch" not in sys.modules
+        import numpy as np; print(ds.radiance.dims, block.shape, float(np.nanmax(abs(block))) > 0)
+    """)
+    env = {**os.environ, MODELS_ENV: str(tiny_models.root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "('mirror_step', 'xtrack', 'spectral_channel') (64, 64, 1028) True"
+
+
+# --------------------------------------------------------------------------------------------------- CLI, bad input
+
+
+def test_cli_compress_info_decompress(both_bands, tiny_models, tmp_path):
+    out = tmp_path / "cli.zarr"
+    result = run_cli("compress", both_bands, out, "--model", MODEL, "--quiet")
+    assert result.exit_code == 0, result.output
+    info = run_cli("info", out)
+    assert info.exit_code == 0 and "radiance through model tiny1028" in info.output
+    assert "no 'Headline:' line" in info.output  # the tiny model's card has none
+    back = tmp_path / "back.nc"
+    result = run_cli("decompress", out, back, "--quiet")
+    assert result.exit_code == 0 and back.is_file()
+
+
+def test_existing_output_is_refused_and_kept(v3_store, uv_granule, tmp_path):
+    target = tmp_path / "taken.zarr"
+    target.mkdir()
+    (target / "mine.txt").write_text("user data")
+    result = run_cli("compress", uv_granule, target, "--model", MODEL, "--quiet")
+    assert_one_line_error(result, str(target), "--overwrite")
+    assert (target / "mine.txt").read_text() == "user data"
+    taken = tmp_path / "taken.nc"
+    taken.write_text("keep me")
+    assert_one_line_error(run_cli("decompress", v3_store, taken, "--quiet"), "--overwrite")
+    assert taken.read_text() == "keep me"
+
+
+def test_overwrite_replaces_a_store(both_bands, tiny_models, tmp_path):
+    target = tmp_path / "old.zarr"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    result = run_cli("compress", both_bands, target, "--model", MODEL, "--quiet", "--drop-radiance-error", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (target / "stale.txt").exists() and store_info(target).radiance(UV).codec == "vae"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.zarr"]
+
+
+def test_interrupted_compress_leaves_nothing(both_bands, tiny_models, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "_finish", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        compress_granule(both_bands, tmp_path / "out.zarr", model=MODEL, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_compress_leaves_no_output_and_the_next_run_cleans_up(uv_granule, tiny_models, tmp_path):
+    out = tmp_path / "killed.zarr"
+    env = {**os.environ, MODELS_ENV: str(tiny_models.root)}
+    proc = subprocess.Popen([sys.executable, "-m", "tempocodec", "compress", str(uv_granule), str(out), "--model", MODEL,
+                             "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".killed.zarr.partial-*/band_290_490_nm")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "compress ended before it could be killed mid-run"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".killed.zarr.partial-*")) and not out.exists()
+    compress_granule(uv_granule, out, model=MODEL, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.zarr"]
+
+
+def test_store_from_another_model_is_a_clear_error(v3_store, tmp_path):
+    other = export_tiny(tmp_path / "models" / MODEL, MODEL, 1028, 32, seed=3)
+    code = f"from tempocodec.cli import main; main([\"decompress\", {str(v3_store)!r}, {str(tmp_path / 'x.nc')!r}, \"--quiet\"])"
+    env = {**os.environ, MODELS_ENV: str(other.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and MODEL in lines[0] and "sha256" in lines[0], out.stderr
+    assert not (tmp_path / "x.nc").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a netCDF file at all", b"\x89HDF\r\n\x1a\n" + bytes(100)])
+def test_compress_rejects_files_that_are_not_granules(content, tiny_models, tmp_path):
+    bad = tmp_path / "TEMPO_RAD_L1_bad.nc"
+    bad.write_bytes(content)
+    assert_one_line_error(run_cli("compress", bad, tmp_path / "out.zarr", "--model", MODEL, "--quiet"), str(bad))
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_truncated_granule_is_a_clear_error(both_bands, tiny_models, tmp_path):
+    cut = tmp_path / both_bands.name
+    cut.write_bytes(both_bands.read_bytes()[: both_bands.stat().st_size // 2])
+    assert_one_line_error(run_cli("compress", cut, tmp_path / "out.zarr", "--model", MODEL, "--quiet"), cut.name)
+    assert [p.name for p in tmp_path.iterdir()] == [cut.name]
+
+
+def test_model_with_other_channel_count_is_refused(both_bands, tiny_models, tmp_path):
+    assert_one_line_error(run_cli("compress", both_bands, tmp_path / "o.zarr", "--model", "tiny", "--quiet"),
+                          "16 spectral channels")
+
+
+def test_missing_band_and_unknown_store(uv_granule, tiny_models, tmp_path):
+    assert_one_line_error(run_cli("compress", uv_granule, tmp_path / "o.zarr", "--band", "vis", "--quiet"),
+                          "band_540_740_nm")
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(plain, mode="w")
+    assert_one_line_error(run_cli("info", plain), "not a tempocodec store")
+    assert_one_line_error(run_cli("info", tmp_path / "nothing.zarr"), "no such store")
+
+
+def test_corrupt_shard_is_a_clear_error(both_bands, tiny_models, tmp_path):
+    out = tmp_path / "c.zarr"
+    compress_granule(both_bands, out, model=MODEL, progress=False, drop_radiance_error=True)
+    shard = next(f for f in (out / UV / "radiance" / "c").rglob("*") if f.is_file())
+    data = bytearray(shard.read_bytes())
+    data[0:200] = bytes(200)
+    shard.write_bytes(bytes(data))
+    result = run_cli("decompress", out, tmp_path / "c.nc", "--quiet")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "c.nc").exists()
+
+
+def test_unknown_band_selection_is_refused(both_bands, tmp_path):
+    with pytest.raises(TempocodecError, match="unknown band selection 'xx'"):
+        compress_granule(both_bands, tmp_path / "never.zarr", bands="xx")
+    assert list(tmp_path.iterdir()) == []
