@@ -257,3 +257,30 @@ def query_command(store: Path, products: str, output: Path | None, kind: str, ba
         write_products(ds, output, overwrite=overwrite)
         click.echo(f"wrote {', '.join(ds.data_vars)} on the {ds.sizes['latent_row']}×{ds.sizes['latent_col']} "
                    f"latent grid to {output}")
+
+
+@main.command("evaluate")
+@click.argument("original", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write report.md and its PNG figures into this directory.")
+@click.option("--band", type=click.Choice(["uv", "vis"]), default="uv", show_default=True, help="Band to compare.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
+def evaluate_command(original: Path, store: Path, report_dir: Path | None, band: str, quiet: bool) -> None:
+    """Compare STORE (made by compress) with the ORIGINAL L1B granule: per-wavelength errors, DOAS NO2, probes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tempocodec.evaluate import evaluate_store, summary_rows, write_report
+    from tempocodec.store import BAND_CHOICES
+
+    evaluation = evaluate_store(original, store, band=BAND_CHOICES[band][0], progress=not quiet)
+    if not quiet:
+        table = Table(title=f"{store} against {original.name}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in summary_rows(evaluation):
+            table.add_row(name, value)
+        Console().print(table)
+    if report_dir is not None:
+        click.echo(f"wrote {write_report(evaluation, report_dir)}")
