@@ -60,30 +60,32 @@ EXAMPLE_QUANTILES = (("median", 50.0), ("99th percentile", 99.0), ("worst", 100.
 
 class _LogHistogram:
     """Per-channel counts of ``log10`` values in bins of ``1/bins_per_dex`` decade over ``[10**low, 10**high)``,
-    plus an underflow bin (values below ``10**low``, zero included) and an overflow bin."""
+    plus an underflow bin (values below ``10**low``, zero included) and an overflow bin.
+
+    ``counts`` is ``(n_bins, C)``, bin-major, so that one spectrum's values fall close together in memory.
+    """
 
     def __init__(self, n_channels: int, low: float, high: float, bins_per_dex: int = BINS_PER_DEX) -> None:
         self.low, self.high, self.bins_per_dex = low, high, bins_per_dex
         self.n_bins = round((high - low) * bins_per_dex) + 2
-        self.counts = np.zeros((n_channels, self.n_bins), np.int64)
+        self.counts = np.zeros((self.n_bins, n_channels), np.int64)
 
-    def add(self, values: np.ndarray, mask: np.ndarray) -> None:
-        """Count ``values`` ``(P, C)`` (non-negative) where ``mask``."""
-        floor = np.float32(10.0 ** (self.low - 1))
-        position = np.log10(np.maximum(values, floor, dtype=np.float32))
-        position -= np.float32(self.low)
-        position *= np.float32(self.bins_per_dex)
+    def add_log10(self, log10_values: np.ndarray, mask: np.ndarray) -> None:
+        """Count values given as their ``log10`` ``(P, C)`` (-inf for zero, never NaN) where ``mask``."""
+        position = (log10_values - np.float32(self.low)) * np.float32(self.bins_per_dex)
         position += np.float32(1.0)
         np.clip(position, 0, self.n_bins - 1, out=position)
         index = position.astype(np.int64)  # floor, as position >= 0
-        index += np.arange(values.shape[1], dtype=np.int64) * self.n_bins
+        index *= log10_values.shape[1]
+        index += np.arange(log10_values.shape[1], dtype=np.int64)
         index[~mask] = self.counts.size  # one extra bin for the values left out
         self.counts += np.bincount(index.ravel(), minlength=self.counts.size + 1)[:-1].reshape(self.counts.shape)
 
     def quantile(self, q: float, counts: np.ndarray | None = None) -> np.ndarray:
-        """The ``q``-quantile (0–1) of each row of ``counts`` (default: each channel), like ``np.quantile``'s
-        linear rule up to the bin width; NaN for an empty row, 0 in the underflow bin, ``10**high`` in the overflow."""
-        counts = self.counts if counts is None else np.atleast_2d(counts)
+        """The ``q``-quantile (0–1) of each column of ``counts`` ``(n_bins, K)`` (default: each channel), like
+        ``np.quantile``'s linear rule up to the bin width; NaN for an empty column, 0 in the underflow bin,
+        ``10**high`` in the overflow bin."""
+        counts = (self.counts if counts is None else counts.reshape(self.n_bins, -1)).T
         total = counts.sum(axis=1)
         rank = q * np.maximum(total - 1, 0)
         cumulative = np.cumsum(counts, axis=1)
@@ -207,27 +209,28 @@ class MetricsAccumulator:
         d = np.where(used, decoded, np.float32(0))
         error = d - o
         rel = error / np.where(used, o, np.float32(1))
-        abs_error, abs_rel = np.abs(error), np.abs(rel)
-        self.signal.add(o, used)
-        self.abs_error.add(abs_error, used)
-        self.rel_error.add(abs_rel, used)
+        abs_error = np.abs(error)
+        with np.errstate(divide="ignore"):
+            log_signal = np.log10(np.where(used, o, np.float32(1)))
+            log_error = np.log10(abs_error)
+        self.signal.add_log10(log_signal, used)
+        self.abs_error.add_log10(log_error, used)
+        self.rel_error.add_log10(log_error - log_signal, used)
         if noise is not None:
             self.has_noise = True
-            self.noise.add(noise, used & is_valid(noise) & (noise > 0))
-        rel_sq = np.square(rel, dtype=np.float64)
-        self.sum_sq_error += np.sum(np.square(error, dtype=np.float64), axis=0)
-        self.sum_sq_rel += np.sum(rel_sq, axis=0)
+            noise_used = used & is_valid(noise) & (noise > 0)
+            self.noise.add_log10(np.log10(np.where(noise_used, noise, np.float32(1)), dtype=np.float32), noise_used)
+        rel_sq = np.square(rel)
+        self.sum_sq_error += np.sum(np.square(error), axis=0, dtype=np.float64)
+        self.sum_sq_rel += np.sum(rel_sq, axis=0, dtype=np.float64)
         self.count += used.sum(axis=0)
-        self.max_rel = max(self.max_rel, float(abs_rel.max(initial=0.0)))
+        self.max_rel = max(self.max_rel, float(np.abs(rel).max(initial=0.0)))
         self.max_abs = max(self.max_abs, float(abs_error.max(initial=0.0)))
         n = used.sum(axis=1)
-        o, d = o.astype(np.float64), d.astype(np.float64)
+        dots = [np.einsum("pc,pc->p", a, b, dtype=np.float64) for a, b in ((o, d), (o, o), (d, d))]
         with np.errstate(divide="ignore", invalid="ignore"):
-            rrmse = np.sqrt(np.sum(rel_sq, axis=1) / n)
-            u = o / np.sqrt(np.einsum("pc,pc->p", o, o))[:, None]
-            v = d / np.sqrt(np.einsum("pc,pc->p", d, d))[:, None]
-            angle = 2e3 * np.arctan2(np.sqrt(np.einsum("pc,pc->p", u - v, u - v)),
-                                     np.sqrt(np.einsum("pc,pc->p", u + v, u + v)))
+            rrmse = np.sqrt(np.sum(rel_sq, axis=1, dtype=np.float64) / n)
+            angle = 1e3 * np.arccos(np.clip(dots[0] / np.sqrt(dots[1] * dots[2]), -1.0, 1.0))
         return np.where(n > 0, rrmse, np.nan), np.where(n > 0, angle, np.nan)
 
     def result(self, wavelength: np.ndarray) -> Metrics:
@@ -251,7 +254,7 @@ class MetricsAccumulator:
             values=int(self.count.sum()),
             pixels=int(np.count_nonzero(np.isfinite(self.rrmse_map))),
             decoded_fill=self.decoded_fill,
-            p99_relative_error=float(self.rel_error.quantile(0.99, self.rel_error.counts.sum(axis=0))[0]),
+            p99_relative_error=float(self.rel_error.quantile(0.99, self.rel_error.counts.sum(axis=1))[0]),
             max_relative_error=self.max_rel,
             max_abs_error=self.max_abs,
         )
