@@ -248,8 +248,9 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
     """The ONNX Runtime session of graph ``which`` (``"encoder"``, ``"decoder"``, ``"probes/no2_mlp"``, ...) of a model.
 
     ``model`` is loaded artifacts or a model directory. Sessions are created lazily under a lock and cached per process
-    per (model sha256, which, the graph's manifest sha256); they are safe to call from several threads. The graph's bytes are checked against the
-    manifest before the session is built from them. Intra-op threads: the CPUs available to the process.
+    per (model sha256, which, the graph's manifest sha256); they are safe to call from several threads. The graph's
+    bytes are checked against the manifest before the session is built from them. Intra-op threads: the CPUs
+    available to the process.
     """
     art = model if isinstance(model, ModelArtifacts) else load_model(model)
     key = (art.sha256, which, art.files.get(f"{which}.onnx", ""))
@@ -260,7 +261,7 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
         if key not in _sessions:
             path = art.graph_path(which)
             data = path.read_bytes()
-            if sha256_bytes(data) != art.files[path.name]:
+            if sha256_bytes(data) != art.files[f"{which}.onnx"]:
                 raise TempocodecError(f"{path}: sha256 differs from the manifest (file changed or corrupt)")
             options = ort.SessionOptions()
             options.intra_op_num_threads = _cpu_count()

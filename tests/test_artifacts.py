@@ -10,7 +10,13 @@ import pytest
 from tiny_model import SMALL_CHANNELS, export_tiny
 
 import tempocodec
-from tempocodec.artifacts import load_model, models_dir, record_files, resolve_model, session
+from tempocodec.artifacts import (
+    load_model,
+    models_dir,
+    record_files,
+    resolve_model,
+    session,
+)
 from tempocodec.errors import TempocodecError
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models

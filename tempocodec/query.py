@@ -1,0 +1,141 @@
+"""Level-2 products straight from a store's latents, without decompression (the decoder never runs).
+
+:func:`query_store` reads one band's stored latent means and lossless geometry (:func:`tempocodec.probes.latent_grid`),
+runs the model's probes (ONNX Runtime) on every usable latent cell and returns the products on the latent grid, one
+value per 4×4 block of pixels, with the block centres' latitude and longitude. :func:`write_products` writes them as
+an L2-like netCDF file; :func:`summary_table` summarizes them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from rich.table import Table
+
+from tempocodec.artifacts import ModelArtifacts, find_model, load_model, resolve_model
+from tempocodec.errors import TempocodecError
+from tempocodec.granule import GEO_FILL, NetCDFLayout, write_netcdf
+from tempocodec.level2 import FLOAT_FILL
+from tempocodec.probes import (
+    DEFAULT_BAND,
+    PRODUCTS,
+    check_products,
+    latent_grid,
+    load_probes,
+)
+
+DIMS = ("latent_row", "latent_col")
+
+
+def _model_for(name: str, sha256: str, model: str | os.PathLike | None) -> ModelArtifacts:
+    """The model whose latents a store holds: ``model`` when given (name or directory), else the one the store names;
+    read afresh (probes may have been added since it was loaded) and checked to have the store's sha256."""
+    art = load_model(find_model(name, sha256).path if model is None else resolve_model(model))
+    if art.sha256 != sha256:
+        raise TempocodecError(f"{art.path}: model {art.name!r} has sha256 {art.sha256}, but the store's latents "
+                              f"come from model {name!r} (sha256 {sha256})")
+    return art
+
+
+def query_store(store: str | os.PathLike, products: str | Iterable[str] = tuple(PRODUCTS), band: str = DEFAULT_BAND,
+                *, kind: str = "mlp", model: str | os.PathLike | None = None) -> xr.Dataset:
+    """Products of ``band`` of the store ``store`` from its latents, on the latent grid.
+
+    ``products``: names among ``cloud_fraction``, ``ozone``, ``no2``, ``hcho`` (or ``"all"``); ``kind``: ``"mlp"``
+    or ``"linear"`` probes; ``model``: the model directory or name to take the probes from (default: the model the
+    store names, found by name and sha256; it must have the store's sha256 either way).
+
+    Returns a Dataset with float32 data variables ``(latent_row, latent_col)``: ``cloud_fraction`` (units ``1``),
+    ``ozone`` (``DU``), ``no2`` and ``hcho`` (``molecules/cm^2``), NaN where a cell has no valid pixel or lacks an
+    input; coordinates ``latitude``/``longitude`` (degrees, block centres) and each cell's pixel block
+    (``pixel_row_start``/``_stop`` along ``latent_row``, ``pixel_col_start``/``_stop`` along ``latent_col``).
+    """
+    names = check_products(products)
+    grid = latent_grid(store, band)
+    art = _model_for(grid.latent.attrs["model"], grid.latent.attrs["model_sha256"], model)
+    probes = load_probes(art)
+    if probes.latent_channels != grid.latent.shape[0]:
+        raise TempocodecError(f"{art.path}: probes take {probes.latent_channels} latent channels, the store has "
+                              f"{grid.latent.shape[0]}")
+    features, usable = grid.features(probes.geometry)
+    heldout = {(m["product"], m["probe"]): m["r2"] for m in probes.metrics}
+    data = {}
+    for name in names:
+        product = PRODUCTS[name]
+        values = np.full(grid.shape, np.nan, np.float32)
+        values[usable] = probes.predict(name, kind, features)
+        attrs = {"units": product.units, "long_name": f"{product.long_name} (probe estimate from latents)",
+                 "estimates": f"TEMPO {product.l2_product} L2 product/{product.l2_variable}", "probe": kind}
+        if (name, kind) in heldout:
+            attrs["heldout_r2"] = heldout[(name, kind)]
+        data[name] = (DIMS, values, attrs)
+    latent = grid.latent
+    coords = {
+        **{c: latent.coords[c] for c in ("latent_row", "latent_col", "pixel_row_start", "pixel_row_stop",
+                                         "pixel_col_start", "pixel_col_stop")},
+        "latitude": (DIMS, grid.latitude, {"units": "degrees_north", "long_name": "latitude of the block centre"}),
+        "longitude": (DIMS, grid.longitude, {"units": "degrees_east", "long_name": "longitude of the block centre"}),
+    }
+    attrs = {"source": Path(store).name, "band": band, "model": art.name, "model_sha256": art.sha256, "probe": kind,
+             "inputs": f"latent mean ({probes.latent_channels} channels, {latent.attrs['latent_dtype']} as stored)"
+                       + "".join(f", {g}" for g in probes.geometry),
+             "grid": f"one cell per {latent.attrs['downsample']}x{latent.attrs['downsample']} block of pixels"}
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def write_products(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a :func:`query_store` Dataset as an L2-like netCDF-4 file (atomically).
+
+    Layout: dimensions ``latent_row``, ``latent_col`` and their coordinate variables at the root; group ``product``
+    with the products (float32, NaN written as the L2 product's fill value, ``_FillValue`` set); group
+    ``geolocation`` with ``latitude``, ``longitude`` and the pixel block of each cell; global attributes from ``ds``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise TempocodecError(f"{path} exists: pass --overwrite to replace it")
+    product = xr.Dataset()
+    for name, var in ds.data_vars.items():
+        fill = np.float32(FLOAT_FILL[PRODUCTS[str(name)].l2_product])
+        product[name] = (DIMS, np.where(np.isnan(var.values), fill, var.values).astype(np.float32),
+                         {**var.attrs, "_FillValue": fill})
+    geolocation = xr.Dataset()
+    for name in ("latitude", "longitude"):
+        var = ds[name]
+        geolocation[name] = (DIMS, np.where(np.isnan(var.values), GEO_FILL, var.values).astype(np.float32),
+                             {**var.attrs, "_FillValue": GEO_FILL})
+    for name in ("pixel_row_start", "pixel_row_stop", "pixel_col_start", "pixel_col_stop"):
+        geolocation[name] = (ds[name].dims, ds[name].values.astype(np.int32))
+    layout = NetCDFLayout(root_dims=None, root_coords=DIMS, group_coords={}, spec=lambda group, name: None,
+                          default_fill=lambda dtype: None)
+    attrs = {**ds.attrs, "title": "TEMPO Level-2 products estimated from tempocodec latents"}
+    write_netcdf(path, layout, attrs, xr.Dataset(), {"product": product, "geolocation": geolocation})
+    return path
+
+
+def summary_table(ds: xr.Dataset) -> Table:
+    """A rich table: per product, the probe, valid cells of all, and the 5th, 50th and 95th percentiles."""
+    table = Table(title=f"{ds.attrs.get('source', '')} {ds.attrs.get('band', '')}: products on the latent grid "
+                        f"{ds.sizes['latent_row']}×{ds.sizes['latent_col']} ({ds.attrs.get('model', '')})")
+    for col in ("product", "units", "probe", "cells", "p5", "median", "p95"):
+        table.add_column(col, justify="left" if col in ("product", "units", "probe") else "right")
+    for name, var in ds.data_vars.items():
+        values = var.values[np.isfinite(var.values)]
+        p5, p50, p95 = np.percentile(values, (5, 50, 95)) if values.size else (np.nan,) * 3
+        table.add_row(str(name), var.attrs["units"], var.attrs["probe"], f"{values.size}/{var.size}",
+                      f"{p5:.4g}", f"{p50:.4g}", f"{p95:.4g}")
+    return table
+
+
+def metrics_table(rows: list[dict]) -> Table:
+    """A rich table of held-out probe metrics (the rows of ``probes.json``'s ``metrics``)."""
+    table = Table(title="probes on held-out granules (R² in physical units; 'mean' predicts the training mean)")
+    for col in ("product", "probe", "cells", "R²", "R² (fit scale)", "RMSE", "bias", "units"):
+        table.add_column(col, justify="left" if col in ("product", "probe", "units") else "right")
+    for m in rows:
+        table.add_row(m["product"], m["probe"], str(m["cells"]), f"{m['r2']:.3f}", f"{m['r2_fit_scale']:.3f}",
+                      f"{m['rmse']:.4g}", f"{m['bias']:.3g}", m["units"])
+    return table
