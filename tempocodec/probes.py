@@ -24,7 +24,7 @@ from tempocodec.artifacts import ModelArtifacts, session
 from tempocodec.errors import TempocodecError
 from tempocodec.latents import read_latents
 from tempocodec.level2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
-from tempocodec.store import open_store
+from tempocodec.store import _open_store as open_store_root
 from tempocodec.tiles import pool_to_latent
 
 PROBES_FORMAT = "tempocodec-probes/1"
@@ -142,11 +142,11 @@ class LatentGrid:
         return np.ascontiguousarray(stack[:, usable].T), usable
 
 
-def _pixel_field(ds: xr.Dataset, name: str, where: str) -> np.ndarray:
-    """A per-pixel ``(mirror_step, xtrack)`` variable of a band as float64, fills (``|v| > 1e29``, non-finite) NaN."""
-    if name not in ds.variables:
+def _pixel_field(group: zarr.Group, name: str, where: str) -> np.ndarray:
+    """A per-pixel ``(mirror_step, xtrack)`` array of a band group as float64, fills (``|v| > 1e29``, non-finite) NaN."""
+    if name not in group:
         raise TempocodecError(f"{where}: no {name} in the band group (the probes need it)")
-    values = np.asarray(ds[name].values, np.float64)
+    values = np.asarray(group[name][...], np.float64)
     return np.where(np.isfinite(values) & (np.abs(values) <= FILL_THRESHOLD), values, np.nan)
 
 
@@ -159,18 +159,22 @@ def _relative_azimuth(solar: np.ndarray, viewing: np.ndarray) -> np.ndarray:
 def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGrid:
     """Read the probe inputs of ``band`` from a store written by :func:`tempocodec.store.compress_granule`.
 
-    Only the stored latent bytes and the small lossless per-pixel variables are read: the decoder never runs.
+    Only the stored latent bytes and the small lossless per-pixel variables are read (through zarr, no xarray or
+    dask): the decoder never runs.
     """
     path = Path(store)
-    ds = open_store(path, band)
-    entry = zarr.open_group(path, mode="r").attrs["tempocodec"]["bands"][band]
-    if entry.get("radiance") != "vae":
-        raise TempocodecError(f"{path}: band {band} has no latents (radiance kept {entry.get('radiance')}: "
-                              f"{entry.get('reason', 'no reason recorded')})")
-    latent = read_latents(zarr.open_group(path, mode="r")[band]["radiance"])
+    root = open_store_root(path)
+    bands = root.attrs["tempocodec"]["bands"]
+    if band not in bands:
+        raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(bands)})")
+    if bands[band].get("radiance") != "vae":
+        raise TempocodecError(f"{path}: band {band} has no latents (radiance kept {bands[band].get('radiance')}: "
+                              f"{bands[band].get('reason', 'no reason recorded')})")
+    group = root[band]
+    latent = read_latents(group["radiance"])
     d = int(latent.attrs["downsample"])
     where = f"{path}/{band}"
-    fields = {name: _pixel_field(ds, name, where) for name in
+    fields = {name: _pixel_field(group, name, where) for name in
               ("solar_zenith_angle", "viewing_zenith_angle", "solar_azimuth_angle", "viewing_azimuth_angle",
                "latitude", "longitude")}
     per_pixel = {
