@@ -321,18 +321,18 @@ class DoasComparison:
         """Median slant column of the original's fit, molecules/cm^2."""
         return float(np.median(self.scd_original[self._both])) if self.pixels else float("nan")
 
-    def truth_difference(self) -> np.ndarray | None:
-        """The original's fit minus the truth where both are finite, or None without truth."""
+    def truth_rms(self) -> tuple[float, float, float] | None:
+        """Against the truth, over the pixels where both fits and the truth are finite (molecules/cm^2): RMS of the
+        original's fit − truth, RMS of the decoded's fit − truth, and the truth's standard deviation (the RMS of a
+        method that returns the mean column everywhere). None without truth or such pixels."""
         if self.scd_truth is None:
             return None
-        ok = np.isfinite(self.scd_original) & np.isfinite(self.scd_truth)
-        return (self.scd_original - self.scd_truth)[ok]
-
-
-def doas_comparison(original: np.ndarray, decoded: np.ndarray, setup: DoasSetup) -> DoasComparison:
-    """Fit both in-memory radiance arrays ``(mirror_step, xtrack, C)`` with ``setup``."""
-    fit_o, fit_d = fit_doas(original, setup), fit_doas(decoded, setup)
-    return DoasComparison(fit_o.scd, fit_d.scd, fit_o.scd_error)
+        ok = self._both & np.isfinite(self.scd_truth)
+        if not ok.any():
+            return None
+        truth = self.scd_truth[ok]
+        return (float(np.sqrt(np.mean((self.scd_original[ok] - truth) ** 2))),
+                float(np.sqrt(np.mean((self.scd_decoded[ok] - truth) ** 2))), float(np.std(truth)))
 
 
 # --------------------------------------------------------------------------------------------------- probes
@@ -473,8 +473,9 @@ def _doas_setup(band: str, wavelength: np.ndarray) -> tuple[DoasSetup | None, st
         return None, str(err)
 
 
-def _doas_truth(original: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """The NO₂ L2 file's ``support_data/fitted_slant_column`` beside the original (fill as NaN), or None."""
+def doas_truth(original: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The NO₂ L2 file's ``support_data/fitted_slant_column`` beside the original, float64 ``shape`` with fill as NaN;
+    None when there is no such file or its shape differs."""
     path = truth_paths(original).get("NO2")
     if path is None:
         return None
@@ -522,7 +523,7 @@ def evaluate_store(original: str | os.PathLike, store: str | os.PathLike, *, ban
         examples = _examples(granule, band, stored, metrics)
     doas = None
     if setup is not None:
-        doas = DoasComparison(scd["original"], scd["decoded"], scd["error"], _doas_truth(original, (n_steps, n_xtrack)))
+        doas = DoasComparison(scd["original"], scd["decoded"], scd["error"], doas_truth(original, (n_steps, n_xtrack)))
     probes, probes_skipped = probe_scores(original, store, band)
     return Evaluation(
         original=original,
@@ -630,6 +631,10 @@ def summary_rows(evaluation: Evaluation) -> list[tuple[str, str]]:
             ("DOAS NO₂ SCD scatter (decoded − original)", f"{_sci(d.scatter)} ({d.scatter / d.median_error:.2g} σ)"),
             ("DOAS NO₂ SCD fit noise σ (median)", _sci(d.median_error)),
         ]
+        truth = d.truth_rms()
+        if truth is not None:
+            rows.append(("DOAS NO₂ SCD RMS vs L2 truth: original / decoded / truth spread",
+                         " / ".join(f"{v / d.median_error:.2g} σ" for v in truth)))
     else:
         rows.append(("DOAS NO₂ fit", f"skipped: {evaluation.doas_skipped or 'no pixel fitted'}"))
     for p in evaluation.probes:
@@ -837,10 +842,13 @@ def _doas_section(evaluation: Evaluation) -> str:
             f"Over {d.pixels:,} pixels, decoded − original: bias {_sci(d.bias)}, scatter {_sci(d.scatter)} "
             f"molecules/cm²; the fit's own 1-σ noise on the original is {_sci(d.median_error)} (median), "
             f"the median slant column {_sci(d.median_scd)}.")
-    truth = d.truth_difference()
-    if truth is not None and truth.size:
-        text += (f" Check of the fit itself, original against the L2 file's fitted_slant_column: bias "
-                 f"{_sci(float(np.mean(truth)))}, scatter {_sci(float(np.std(truth)))} over {truth.size:,} pixels.")
+    truth = d.truth_rms()
+    if truth is not None:
+        original, decoded, spread = truth
+        text += (f" Against the L2 file's fitted_slant_column (the truth), the fit's RMS error is {_sci(original)} on the "
+                 f"original and {_sci(decoded)} on the decoded spectra ({original / d.median_error:.2g} and "
+                 f"{decoded / d.median_error:.2g} σ); the truth itself spreads by {_sci(spread)} "
+                 f"({spread / d.median_error:.2g} σ), the RMS of a codec that keeps no NO₂ signal.")
     return text
 
 

@@ -107,6 +107,11 @@ def test_doas_matches_fits_of_the_whole_arrays(evaluation, arrays):
     assert d.pixels == diff.size > 0
     assert d.bias == pytest.approx(diff.mean()) and d.scatter == pytest.approx(diff.std())
     assert d.scd_truth is not None and np.isfinite(d.scd_truth).any()  # the NO2 L2 file sits beside the granule
+    ok = np.isfinite(decoded.scd) & np.isfinite(original.scd) & np.isfinite(d.scd_truth)
+    truth = d.scd_truth[ok]
+    np.testing.assert_allclose(d.truth_rms(), [np.sqrt(np.mean((original.scd[ok] - truth) ** 2)),
+                                               np.sqrt(np.mean((decoded.scd[ok] - truth) ** 2)), truth.std()])
+    assert d.truth_rms()[0] < 2 * d.median_error  # the fit on the original spectra is close to the truth
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +139,7 @@ def test_report_names_the_numbers_and_writes_the_figures(cli_run, evaluation):
     assert f"{m.wavelength[m.worst_channel]:.2f} nm" in lines[4]
     assert f"bias {evaluation.doas.bias:.3g}" in text and f"scatter {evaluation.doas.scatter:.3g}" in text
     assert "Decoded fill where the original was valid: 0 values" in text
+    assert "DOAS NO₂ SCD RMS vs L2 truth" in text and "Against the L2 file's fitted_slant_column" in text
     assert "Products from the latents" in text and "Skipped:" in text  # the tiny model has no probes
     for name in ("error_vs_signal", "relative_error", "error_map", "spectral_angle", "spectra", "doas_no2"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
