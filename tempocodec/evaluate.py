@@ -634,7 +634,7 @@ def summary_rows(evaluation: Evaluation) -> list[tuple[str, str]]:
         truth = d.truth_rms()
         if truth is not None:
             rows.append(("DOAS NO₂ SCD RMS vs L2 truth: original / decoded / truth spread",
-                         " / ".join(f"{v / d.median_error:.2g} σ" for v in truth)))
+                         " / ".join(f"{v / d.median_error:.3g} σ" for v in truth)))
     else:
         rows.append(("DOAS NO₂ fit", f"skipped: {evaluation.doas_skipped or 'no pixel fitted'}"))
     for p in evaluation.probes:
