@@ -27,7 +27,13 @@ import zarr
 from rich.console import Console
 from rich.table import Table
 
-from tempocodec.artifacts import ModelArtifacts, known_models, load_model, resolve_model, session
+from tempocodec.artifacts import (
+    ModelArtifacts,
+    known_models,
+    load_model,
+    resolve_model,
+    session,
+)
 from tempocodec.codec import RADIANCE_FILL, decode_tiles, encode_tiles, make_codec
 from tempocodec.normalize import normalize
 

@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from tempocodec.granule import BANDS
-from tempocodec.simulate import SceneConfig, band_radiance, make_scene, simulate_granule, slant_columns, write_simulated
+from tempocodec.simulate import (
+    SceneConfig,
+    band_radiance,
+    make_scene,
+    simulate_granule,
+    slant_columns,
+    write_simulated,
+)
 
 
 def best_of(repeats: int, work: Callable[[], object]) -> float:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job end to end on the bundled model: simulate a granule, compress it, read products from the
-# latents, decompress it, and show what was stored. Usage: scripts/demo.sh OUT_DIR
+# The main job end to end on the bundled model: simulate a granule, compress it, read Level-2 products from the
+# latents, decompress it, show what was stored and how faithful it is. Usage: scripts/demo.sh OUT_DIR
 set -euo pipefail
 out=${1:-demo-output}
 bin=$(dirname "$0")/../.venv/bin
@@ -8,5 +8,8 @@ mkdir -p "$out"
 "$bin/tempocodec" simulate "$out/granules" --rows 131 --cols 256 --seed 2026 --band uv
 granule=$(ls "$out"/granules/TEMPO_RAD_L1_*.nc | head -n 1)
 "$bin/tempocodec" compress "$granule" "$out/granule.zarr" --overwrite
+"$bin/tempocodec" query "$out/granule.zarr" --product all
+"$bin/tempocodec" query "$out/granule.zarr" --product all -o "$out/products.nc" --overwrite
 "$bin/tempocodec" decompress "$out/granule.zarr" "$out/decompressed.nc" --overwrite
-"$bin/tempocodec" info "$out/granule.zarr"
+"$bin/tempocodec" evaluate "$granule" "$out/granule.zarr" --report "$out/report"
+echo "demo done: store $out/granule.zarr, products $out/products.nc, file $out/decompressed.nc, report $out/report/report.md"

@@ -272,3 +272,24 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
             except _ORT_ERRORS as err:
                 raise TempocodecError(f"{path}: ONNX Runtime cannot load the graph ({err})") from None
         return _sessions[key]
+
+
+def write_card_section(model_dir: str | os.PathLike, title: str, body: str) -> Path:
+    """(Re)write the ``## title`` section of ``MODEL_DIR/model_card.md`` (appended when absent; the rest kept),
+    atomically, and record the card's new sha256 in the manifest. Returns the card's path."""
+    card = Path(model_dir) / "model_card.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    lines = text.splitlines()
+    heading = f"## {title}"
+    section = [heading, "", *body.splitlines(), ""]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = section
+    else:
+        lines += ([""] if lines and lines[-1] else []) + section
+    tmp = card.with_name(f".model_card.md.tmp-{os.getpid()}")
+    tmp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+    os.replace(tmp, card)
+    record_files(model_dir, ["model_card.md"])
+    return card

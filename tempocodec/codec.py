@@ -31,7 +31,13 @@ from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import parse_named_configuration
 
 from tempocodec import payload
-from tempocodec.artifacts import ModelArtifacts, find_model, load_model, resolve_model, session
+from tempocodec.artifacts import (
+    ModelArtifacts,
+    find_model,
+    load_model,
+    resolve_model,
+    session,
+)
 from tempocodec.errors import TempocodecError
 from tempocodec.normalize import denormalize, is_valid, normalize
 from tempocodec.tiles import FILL_VALUE

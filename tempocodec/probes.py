@@ -24,7 +24,7 @@ from tempocodec.artifacts import ModelArtifacts, session
 from tempocodec.errors import TempocodecError
 from tempocodec.latents import read_latents
 from tempocodec.level2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
-from tempocodec.store import _open_store as open_store_root
+from tempocodec.store import open_root
 from tempocodec.tiles import pool_to_latent
 
 PROBES_FORMAT = "tempocodec-probes/1"
@@ -163,7 +163,7 @@ def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGri
     dask): the decoder never runs.
     """
     path = Path(store)
-    root = open_store_root(path)
+    root = open_root(path)
     bands = root.attrs["tempocodec"]["bands"]
     if band not in bands:
         raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(bands)})")

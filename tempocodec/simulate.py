@@ -912,7 +912,7 @@ def _coords(scene: Scene, mirror_step: np.ndarray) -> dict[str, xr.Variable]:
             "xtrack": xr.Variable("xtrack", np.arange(scene.shape[1], dtype=np.int32))}
 
 
-def _grid(values: np.ndarray, dtype: str, fill: float | int | None, invalid: np.ndarray | None = None,
+def _grid(values: np.ndarray, dtype: str, fill: float | None, invalid: np.ndarray | None = None,
           **attrs: object) -> xr.Variable:
     """A ``(mirror_step, xtrack)`` variable of ``dtype`` with ``fill`` where ``invalid`` (and ``_FillValue`` set)."""
     data = np.asarray(values).astype(dtype)

@@ -320,7 +320,7 @@ def _json_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> di
 def store_info(path: str | os.PathLike) -> StoreSummary:
     """Sizes and codecs of every array of a store written by :func:`compress_granule`."""
     path = Path(path)
-    root = _open_store(path)
+    root = open_root(path)
     meta = root.attrs["tempocodec"]
     sizes: list[VariableSize] = []
     for group_path, group in [("/", root), *((name, root[name]) for name in meta["bands"])]:
@@ -333,7 +333,7 @@ def store_info(path: str | os.PathLike) -> StoreSummary:
     return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
 
 
-def _open_store(path: Path) -> zarr.Group:
+def open_root(path: Path) -> zarr.Group:
     """The root group of a tempocodec store, or a one-line error naming what it is not."""
     if not path.exists():
         raise TempocodecError(f"{path}: no such store")
@@ -366,7 +366,7 @@ def _metadata_bytes(arr: zarr.Array) -> int:
 def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
     """One band of a store as a lazy xarray Dataset (radiance decoded chunk by chunk), values and fills raw."""
     path = Path(path)
-    root = _open_store(path)
+    root = open_root(path)
     if band not in root.attrs["tempocodec"]["bands"]:
         raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(root.attrs['tempocodec']['bands'])})")
     return xr.open_zarr(path, group=band, mask_and_scale=False, decode_times=False, consolidated=True)
@@ -379,7 +379,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
         raise TempocodecError(f"{dst} exists: pass --overwrite to replace it")
-    root = _open_store(src)
+    root = open_root(src)
     meta = root.attrs["tempocodec"]
     dtypes = meta.get("attribute_dtypes", {})
     root_ds = xr.open_zarr(src, mask_and_scale=False, decode_times=False, consolidated=True)

@@ -20,7 +20,13 @@ from tiny_model import SMALL_CHANNELS, radiance, reference_roundtrip
 import tempocodec.codec as codec_module
 from tempocodec import payload
 from tempocodec.artifacts import MODELS_ENV, load_model
-from tempocodec.codec import RADIANCE_FILL, VAECodec, VAENumcodec, make_codec, make_numcodec
+from tempocodec.codec import (
+    RADIANCE_FILL,
+    VAECodec,
+    VAENumcodec,
+    make_codec,
+    make_numcodec,
+)
 from tempocodec.errors import TempocodecError
 from tempocodec.normalize import is_valid
 

@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 from tempocodec import payload
 from tempocodec.errors import TempocodecError
-from tempocodec.payload import HEADER_SIZE, MaskKind, Payload, compact_mask, latent_extent, pack, unpack, valid_extent
+from tempocodec.payload import (
+    HEADER_SIZE,
+    MaskKind,
+    Payload,
+    compact_mask,
+    latent_extent,
+    pack,
+    unpack,
+    valid_extent,
+)
 
 
 def make(extent=(64, 64), mask=None, dtype="<f2", n_latent=32, channels=1028, seed=0):

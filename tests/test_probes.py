@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from tempocodec.artifacts import load_model, sha256_bytes
+from tempocodec.artifacts import load_model, sha256_bytes, write_card_section
 from tempocodec.errors import TempocodecError
-from tempocodec.probe_training import r2_rmse_bias, truth_paths, write_card_section
+from tempocodec.probe_training import r2_rmse_bias, truth_paths
 from tempocodec.probes import (
     GEOMETRY_INPUTS,
     PRODUCTS,

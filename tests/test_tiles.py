@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from tempocodec.errors import TempocodecError
-from tempocodec.tiles import FILL_VALUE, cut_tiles, grid_shape, pixel_mask, pool_tiles, pool_to_latent
+from tempocodec.tiles import (
+    FILL_VALUE,
+    cut_tiles,
+    grid_shape,
+    pixel_mask,
+    pool_tiles,
+    pool_to_latent,
+)
 
 
 def _band(steps, xtrack, channels=3):

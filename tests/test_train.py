@@ -113,11 +113,11 @@ def test_config_round_trip():
 
 def _write_granules(directory, n: int, steps: int = 64, xtrack: int = 72) -> None:
     """Tiny L1B files of 1028 channels: smooth spectra times smooth fields, one fill row, linear wavelengths."""
+    from datetime import UTC, datetime
+
     import xarray as xr
 
     from tempocodec.granule import L1BGranule, l1b_filename, write_l1b
-
-    from datetime import UTC, datetime
 
     wavelength = np.linspace(290, 490, 1028)
     shape = 1e12 * (1 + 0.5 * np.sin(wavelength / 7.0)) * (wavelength / 400) ** 2
