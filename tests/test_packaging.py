@@ -1,0 +1,38 @@
+"""Packaging: the wheel carries the released models, and the user's data path never imports torch."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_carries_the_released_models(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("tempocodec-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    released = sorted(p.relative_to(ROOT / "models") for p in (ROOT / "models").rglob("*") if p.is_file())
+    assert released, "models/ holds no file"
+    for path in released:
+        assert f"tempocodec/models/{path.as_posix()}" in names, path
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "tempocodec.vae = tempocodec.codec:VAECodec" in text and "tempocodec_vae = tempocodec.codec:VAENumcodec" in text
+
+
+def test_released_model_is_found_by_name():
+    from tempocodec.artifacts import known_models, load_model, resolve_model
+
+    assert "tempo-vae-uv" in known_models()
+    art = load_model(resolve_model("tempo-vae-uv"))
+    assert (art.band, art.n_channels, art.latent_channels) == ("band_290_490_nm", 1028, 32)
+    assert "Headline:" in (art.path / "model_card.md").read_text(encoding="utf-8")
+
+
+def test_data_path_modules_do_not_import_torch():
+    code = ("import sys, tempocodec.cli, tempocodec.store, tempocodec.query, tempocodec.evaluate, tempocodec.latents; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
