@@ -158,6 +158,7 @@ def export_model(model: VAE, mu: np.ndarray, sigma: np.ndarray, out_dir: Path, *
     was_training = model.training
     model.eval()
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model directory is shared like any installed data
     try:
         _write_directory(model, mu, sigma, staging, name, band, card, config)
         if out_dir.exists():

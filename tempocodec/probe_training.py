@@ -349,6 +349,7 @@ def train_probes(data: str | os.PathLike, model: str | os.PathLike, *, heldout: 
     held = collect(held_paths, art, geometry, "latents (held out)", progress)
     n_features = fit.features.shape[1]
     staging = Path(tempfile.mkdtemp(prefix=".probes.partial-", dir=art.path))
+    staging.chmod(0o755)  # mkdtemp makes it private; probes are shared like the rest of the model
     try:
         products, metrics = {}, []
         for name in PRODUCTS:

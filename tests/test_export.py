@@ -47,6 +47,7 @@ def test_onnx_matches_torch(exported, shape):
 
 def test_directory_contents_and_manifest(exported):
     _, out = exported
+    assert out.stat().st_mode & 0o777 == 0o755  # readable by others, like any installed data
     manifest = json.loads((out / "manifest.json").read_text())
     names = {"encoder.onnx", "decoder.onnx", "normalization.npz", "model_card.md", "training_config.json"}
     assert set(manifest["files"]) == names
