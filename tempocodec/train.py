@@ -26,18 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TextColumn
 
 from tempocodec.errors import TempocodecError
 from tempocodec.granule import open_l1b
 from tempocodec.normalize import LogStats, is_valid, normalize
+from tempocodec.progress import progress_bar
 from tempocodec.tiles import cut_tiles
 from tempocodec.vae import VAE, VAEConfig
 
@@ -306,14 +300,6 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _progress(enabled: bool) -> Progress:
-    """A rich progress bar on stderr with a text field ``terms`` for the loss terms."""
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[terms]}"), console=Console(stderr=True), disable=not enabled,
-    )
-
-
 @dataclass
 class LoopState:
     """Where a run stands; saved in every checkpoint."""
@@ -363,7 +349,7 @@ def fit(model: VAE, optimizer: torch.optim.Optimizer, train_tiles: TileSet, val_
     call_started = time.perf_counter()
     started = call_started - state.seconds
     try:
-        with _progress(progress) as bar:
+        with progress_bar(TextColumn("{task.fields[terms]}"), enabled=progress) as bar:
             task = bar.add_task("train", total=total, completed=state.step, terms="")
             while state.step < last and not state.stopped_early:
                 if time_limit is not None and time.perf_counter() - call_started > time_limit:
