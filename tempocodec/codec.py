@@ -39,8 +39,8 @@ from tempocodec.artifacts import (
     session,
 )
 from tempocodec.errors import TempocodecError
+from tempocodec.normalize import RADIANCE_FILL as L1B_RADIANCE_FILL
 from tempocodec.normalize import denormalize, is_valid, normalize
-from tempocodec.tiles import FILL_VALUE
 
 if TYPE_CHECKING:
     from typing import Self
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 CODEC_NAME = "tempocodec.vae"
 CODEC_ID = "tempocodec_vae"
 LATENT_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
-RADIANCE_FILL = float(FILL_VALUE)
+RADIANCE_FILL = float(L1B_RADIANCE_FILL)
 MAX_BATCH = 16
 """Most chunks per ONNX Runtime call (a 64×64×1028 chunk is 16.8 MB of float32 model input)."""
 _SWAP_BLOCK = 64

@@ -31,11 +31,11 @@ import xarray as xr
 from xarray.backends.locks import HDF5_LOCK
 
 from tempocodec.errors import TempocodecError
+from tempocodec.normalize import RADIANCE_FILL
 
 BANDS: tuple[str, str] = ("band_290_490_nm", "band_540_740_nm")
 N_CHANNELS = 1028
 RADIANCE_DIMS = ("mirror_step", "xtrack", "spectral_channel")
-RADIANCE_FILL = np.float32(-9.96921e36)
 GEO_FILL = np.float32(9.96921e36)
 INT16_FILL = np.int16(-32767)
 INT32_FILL = np.int32(-2147483647)

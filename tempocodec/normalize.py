@@ -17,6 +17,8 @@ import numpy as np
 from tempocodec.errors import TempocodecError
 
 INVALID_ABOVE = 1e30
+RADIANCE_FILL = np.float32(-9.96921e36)
+"""TEMPO L1B radiance fill value (float32 of -NC_FILL_FLOAT), invalid by ``INVALID_ABOVE``."""
 CLIP = 10.0
 SIGMA_FLOOR = 1e-6
 _ROWS_PER_PASS = 8192

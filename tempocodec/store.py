@@ -32,7 +32,7 @@ from zarr.codecs import BloscCodec
 from tempocodec.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.codec import make_codec, make_numcodec
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import BANDS, L1BGranule, open_l1b
+from tempocodec.granule import BANDS, RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.progress import dask_progress
 
 STORE_FORMAT = "tempocodec-store/1"
@@ -179,12 +179,19 @@ def _alive(pid: int) -> bool:
 
 def _write_root(tmp: Path, root: xr.Dataset, attrs: dict[str, Any], zarr_format: ZarrFormat, dtypes: dict[str, str]) -> None:
     """Root variables and global attributes, lossless."""
-    ds = root.copy()
-    encoding = {name: _lossless_encoding(ds[name], zarr_format) for name in ds.variables}
+    ds, encoding = _lossless(root, "", zarr_format, dtypes)
     ds.attrs = _json_attrs(attrs, "/", dtypes)
-    for name in ds.variables:
-        ds[name].attrs = _json_attrs(ds[name].attrs, f"/{name}", dtypes)
     _to_zarr(ds, tmp, None, encoding, zarr_format, mode="w")
+
+
+def _lossless(ds: xr.Dataset, group: str, zarr_format: ZarrFormat, dtypes: dict[str, str]) -> tuple[xr.Dataset, dict]:
+    """A copy of the group ``ds`` with JSON-safe variable attributes, and the lossless encoding of every variable
+    (taken before the attributes give up their ``_FillValue``)."""
+    ds = ds.copy()
+    encoding = {name: _lossless_encoding(ds[name], zarr_format) for name in ds.variables}
+    for name in ds.variables:
+        ds[name].attrs = _json_attrs(ds[name].attrs, f"{group}/{name}", dtypes)
+    return ds, encoding
 
 
 def _write_band(
@@ -198,11 +205,8 @@ def _write_band(
     progress: bool,
 ) -> dict[str, Any]:
     """One band group; returns the band's entry of the ``tempocodec.bands`` attribute."""
-    ds = ds.copy()
-    encoding = {name: _lossless_encoding(ds[name], zarr_format) for name in ds.variables}
     fill = _fill_value(ds["radiance"])
-    for name in ds.variables:
-        ds[name].attrs = _json_attrs(ds[name].attrs, f"/{band}/{name}", dtypes)
+    ds, encoding = _lossless(ds, f"/{band}", zarr_format, dtypes)
     if "radiance_error" in ds:
         ds["radiance_error"] = _bitround(ds["radiance_error"])
         ds["radiance_error"].attrs["tempocodec_lossy"] = (
@@ -273,8 +277,6 @@ def _bitround(var: xr.DataArray) -> xr.DataArray:
 
 def _fill_value(radiance: xr.DataArray) -> np.float32:
     """The radiance array's fill value (its ``_FillValue``), or TEMPO's L1B radiance fill."""
-    from tempocodec.granule import RADIANCE_FILL
-
     return np.float32(radiance.encoding.get("_FillValue", radiance.attrs.get("_FillValue", RADIANCE_FILL)))
 
 

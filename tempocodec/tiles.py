@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tempocodec.errors import TempocodecError
-from tempocodec.normalize import is_valid
+from tempocodec.normalize import RADIANCE_FILL, is_valid
 
-FILL_VALUE = np.float32(-9.96921e36)
 TILE = 64
 DOWNSAMPLE = 4
 MIN_VALID_CHANNELS = 0.5
@@ -75,7 +74,7 @@ def cut_tiles(radiance: np.ndarray, tile: int = TILE, min_valid: float = 0.5, st
             tile_mask[: part.shape[0], : part.shape[1]] = part
             if tile_mask.mean() < min_valid:
                 continue
-            tile_radiance = np.full((tile, tile, n_channels), FILL_VALUE, np.float32)
+            tile_radiance = np.full((tile, tile, n_channels), RADIANCE_FILL, np.float32)
             tile_radiance[: part.shape[0], : part.shape[1]] = radiance[steps, xtracks]
             kept_radiance.append(tile_radiance)
             kept_mask.append(tile_mask)

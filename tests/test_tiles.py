@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tempocodec.errors import TempocodecError
+from tempocodec.normalize import RADIANCE_FILL
 from tempocodec.tiles import (
-    FILL_VALUE,
     cut_tiles,
     grid_shape,
     pixel_mask,
@@ -32,25 +32,25 @@ def test_cut_tiles_edge_padding_and_origins():
     assert tiles.radiance.shape == (6, 8, 8, 3) and tiles.mask.shape == (6, 8, 8)
     assert tiles.origins.tolist() == [[100, 0], [100, 8], [108, 0], [108, 8], [116, 0], [116, 8]]
     np.testing.assert_array_equal(tiles.radiance[3], np.pad(band[8:16, 8:10], ((0, 0), (0, 6), (0, 0)),
-                                                           constant_values=FILL_VALUE))
+                                                           constant_values=RADIANCE_FILL))
     assert tiles.mask[3, :, :2].all() and not tiles.mask[3, :, 2:].any()
     assert tiles.mask[5].sum() == 4 * 2  # steps 16..19, xtracks 8..9
 
 
 def test_tiles_dominated_by_fill_are_skipped():
     band = _band(16, 16)
-    band[:8, :8] = FILL_VALUE  # tile (0, 0): all fill
+    band[:8, :8] = RADIANCE_FILL  # tile (0, 0): all fill
     band[8:16, 0:8, :2] = np.nan  # tile (1, 0): two of three channels invalid -> pixels invalid
-    band[0:3, 8:16, 0] = FILL_VALUE  # tile (0, 1): one of three channels invalid -> pixels stay valid
+    band[0:3, 8:16, 0] = RADIANCE_FILL  # tile (0, 1): one of three channels invalid -> pixels stay valid
     tiles = cut_tiles(band, tile=8, min_valid=0.5)
     assert tiles.origins.tolist() == [[0, 8], [8, 8]]
     assert tiles.mask.all()
     assert len(cut_tiles(band, tile=8, min_valid=0.0)) == 4
-    assert len(cut_tiles(np.full((4, 4, 3), FILL_VALUE), tile=8)) == 0
+    assert len(cut_tiles(np.full((4, 4, 3), RADIANCE_FILL), tile=8)) == 0
 
 
 def test_pixel_mask_threshold():
-    spectrum = np.array([[1.0, np.nan, FILL_VALUE, 2.0]], np.float32)
+    spectrum = np.array([[1.0, np.nan, RADIANCE_FILL, 2.0]], np.float32)
     assert pixel_mask(spectrum).tolist() == [True]
     assert pixel_mask(spectrum, 0.75).tolist() == [False]
 
