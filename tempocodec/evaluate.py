@@ -39,9 +39,8 @@ import xarray as xr
 
 from tempocodec.doas import DoasSetup, doas_setup, fit_doas
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import open_l1b, parse_tempo_filename
-from tempocodec.level2 import PRODUCTS as L2_PRODUCTS
-from tempocodec.level2 import l2_filename, l2_truth, read_l2
+from tempocodec.granule import open_l1b
+from tempocodec.level2 import l2_files_beside, l2_truth, read_l2
 from tempocodec.normalize import is_valid
 from tempocodec.progress import progress_bar
 from tempocodec.spectroscopy import BAND_GRIDS, nominal_wavelength
@@ -359,15 +358,6 @@ class ProbeScore:
         return float(1.0 - np.sum((self.predicted - self.truth) ** 2) / total) if total > 0 else float("nan")
 
 
-def truth_paths(original: Path) -> dict[str, Path]:
-    """The L2 truth files of the granule ``original`` that lie beside it (L2 product -> path), found by TEMPO file name."""
-    name = parse_tempo_filename(original)
-    if name is None or name.scan is None or name.granule is None:
-        return {}
-    paths = {p: original.with_name(l2_filename(p, name.time, name.scan, name.granule, name.version)) for p in L2_PRODUCTS}
-    return {p: path for p, path in paths.items() if path.exists()}
-
-
 def _pooled_truth(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """The headline field of an L2 file pooled to the latent grid and cut to ``shape``, float64."""
     truth = pool_to_latent(np.asarray(l2_truth(read_l2(path)).values, np.float64))
@@ -380,7 +370,7 @@ def _pooled_truth(path: Path, shape: tuple[int, int]) -> np.ndarray:
 def probe_scores(original: Path, store: Path, band: str) -> tuple[tuple[ProbeScore, ...], str | None]:
     """Products read from the store's latents (:func:`tempocodec.query.query_store`) scored against the L2 truth
     files beside ``original``; or an empty tuple and the reason they were skipped."""
-    truths = truth_paths(original)
+    truths = l2_files_beside(original)
     if not truths:
         return (), f"no L2 truth files (TEMPO_<product>_L2_...) beside {original.name}"
     try:
@@ -476,7 +466,7 @@ def _doas_setup(band: str, wavelength: np.ndarray) -> tuple[DoasSetup | None, st
 def doas_truth(original: Path, shape: tuple[int, int]) -> np.ndarray | None:
     """The NO₂ L2 file's ``support_data/fitted_slant_column`` beside the original, float64 ``shape`` with fill as NaN;
     None when there is no such file or its shape differs."""
-    path = truth_paths(original).get("NO2")
+    path = l2_files_beside(original).get("NO2")
     if path is None:
         return None
     support = read_l2(path).groups.get("support_data")

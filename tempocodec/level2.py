@@ -169,6 +169,29 @@ def l2_filename(product: str, time: datetime, scan: int, granule: int, version: 
     return tempo_filename(product, 2, time, scan, granule, version)
 
 
+def l2_pattern(product: str, l1b: str | os.PathLike) -> str | None:
+    """Glob pattern of ``product``'s L2 files (any version) for the granule of the L1B file name ``l1b`` (same start
+    time, scan and granule), or None when ``l1b`` is not a TEMPO granule name."""
+    _check_product(product, "L2 file pattern")
+    name = parse_tempo_filename(l1b)
+    if name is None or name.scan is None or name.granule is None:
+        return None
+    return f"TEMPO_{product}_L2_V*_{name.time:%Y%m%dT%H%M%SZ}_S{name.scan:03d}G{name.granule:02d}.nc"
+
+
+def l2_files_beside(l1b: str | os.PathLike) -> dict[str, Path]:
+    """L2 product -> the L2 file of the same granule in ``l1b``'s directory (the newest version where several); products
+    without one are left out, and a file name that is not a TEMPO granule's gives ``{}``."""
+    l1b = Path(l1b)
+    out: dict[str, Path] = {}
+    for product in PRODUCTS:
+        pattern = l2_pattern(product, l1b)
+        found = sorted(l1b.parent.glob(pattern)) if pattern is not None else []
+        if found:
+            out[product] = found[-1]
+    return out
+
+
 def _check_product(product: str, where: str) -> None:
     if product not in PRODUCTS:
         raise TempocodecError(f"{where}: unknown L2 product {product!r} (known: {', '.join(PRODUCTS)})")

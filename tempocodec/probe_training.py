@@ -35,8 +35,7 @@ from tempocodec.artifacts import (
 )
 from tempocodec.errors import TempocodecError
 from tempocodec.export import export_graph
-from tempocodec.granule import parse_tempo_filename
-from tempocodec.level2 import l2_truth, read_l2
+from tempocodec.level2 import l2_files_beside, l2_pattern, l2_truth, read_l2
 from tempocodec.probes import (
     GEOMETRY_INPUTS,
     PROBE_KINDS,
@@ -98,16 +97,15 @@ class Samples:
 
 def truth_paths(l1b: Path) -> dict[str, Path]:
     """Product -> the L2 truth file of the L1B granule ``l1b`` (same directory, start time, scan and granule)."""
-    name = parse_tempo_filename(l1b)
-    if name is None or name.scan is None or name.granule is None:
-        raise TempocodecError(f"{l1b}: not a TEMPO L1B granule name (TEMPO_RAD_L1_V.._<time>_S...G...nc)")
+    found = l2_files_beside(l1b)
     out: dict[str, Path] = {}
     for product in PRODUCTS.values():
-        pattern = f"TEMPO_{product.l2_product}_L2_V*_{name.time:%Y%m%dT%H%M%SZ}_S{name.scan:03d}G{name.granule:02d}.nc"
-        found = sorted(l1b.parent.glob(pattern))
-        if not found:
+        pattern = l2_pattern(product.l2_product, l1b)
+        if pattern is None:
+            raise TempocodecError(f"{l1b}: not a TEMPO L1B granule name (TEMPO_RAD_L1_V.._<time>_S...G...nc)")
+        if product.l2_product not in found:
             raise TempocodecError(f"{l1b}: no L2 truth file {pattern} beside it (the probes need all four products)")
-        out[product.name] = found[-1]
+        out[product.name] = found[product.l2_product]
     return out
 
 

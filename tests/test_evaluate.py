@@ -197,10 +197,10 @@ def test_different_granule_or_shape_is_a_one_line_error(granules, store, tmp_pat
 
 def test_probe_scores_pool_the_truth_onto_the_query_grid(granules, store, monkeypatch, tmp_path):
     from tempocodec import query
-    from tempocodec.level2 import l2_truth, read_l2
+    from tempocodec.level2 import l2_files_beside, l2_truth, read_l2
     from tempocodec.tiles import pool_to_latent
 
-    truths = evaluate_module.truth_paths(granules[0])
+    truths = l2_files_beside(granules[0])
     assert sorted(truths) == ["CLDO4", "HCHO", "NO2", "O3TOT"]
     pooled = {p: pool_to_latent(l2_truth(read_l2(path)).values) for p, path in truths.items()}
     offsets = {"cloud_fraction": 0.0, "ozone": 5.0, "no2": 0.0, "hcho": 1e15}

@@ -217,3 +217,17 @@ def test_l2_file_names() -> None:
     assert l2_filename("CLDO4", T0, 1, 1, version=4) == "TEMPO_CLDO4_L2_V04_20250406T215103Z_S001G01.nc"
     with pytest.raises(TempocodecError, match="unknown L2 product"):
         l2_filename("RAD", T0, 1, 1)
+
+
+def test_l2_files_beside_finds_the_granules_truth_newest_version_first(tmp_path):
+    from tempocodec.level2 import l2_files_beside
+
+    stamp = "20240501T150000Z_S002G03"
+    l1b = tmp_path / f"TEMPO_RAD_L1_V03_{stamp}.nc"
+    for name in ("NO2_L2_V03", "NO2_L2_V04", "CLDO4_L2_V03"):
+        (tmp_path / f"TEMPO_{name}_{stamp}.nc").touch()
+    (tmp_path / "TEMPO_HCHO_L2_V03_20240501T150000Z_S002G04.nc").touch()  # another granule
+    found = l2_files_beside(l1b)
+    assert {k: v.name for k, v in found.items()} == {
+        "NO2": f"TEMPO_NO2_L2_V04_{stamp}.nc", "CLDO4": f"TEMPO_CLDO4_L2_V03_{stamp}.nc"}
+    assert l2_files_beside(tmp_path / "granule.nc") == {}
