@@ -42,6 +42,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.granule import open_l1b
 from tempocodec.level2 import l2_files_beside, l2_truth, read_l2
 from tempocodec.normalize import is_valid
+from tempocodec.probes import PRODUCTS, r2_rmse_bias
 from tempocodec.progress import progress_bar
 from tempocodec.spectroscopy import BAND_GRIDS, nominal_wavelength
 from tempocodec.store import open_store, store_info
@@ -352,10 +353,7 @@ class ProbeScore:
     @property
     def r2(self) -> float:
         """Coefficient of determination ``1 − Σ(p − t)² / Σ(t − mean t)²`` (NaN for fewer than 2 cells)."""
-        if self.truth.size < 2:
-            return float("nan")
-        total = np.sum((self.truth - self.truth.mean()) ** 2)
-        return float(1.0 - np.sum((self.predicted - self.truth) ** 2) / total) if total > 0 else float("nan")
+        return r2_rmse_bias(self.predicted, self.truth)[0]
 
 
 def _pooled_truth(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -374,7 +372,6 @@ def probe_scores(original: Path, store: Path, band: str) -> tuple[tuple[ProbeSco
     if not truths:
         return (), f"no L2 truth files (TEMPO_<product>_L2_...) beside {original.name}"
     try:
-        from tempocodec.probes import PRODUCTS
         from tempocodec.query import query_store
 
         names = tuple(n for n, p in PRODUCTS.items() if p.l2_product in truths)

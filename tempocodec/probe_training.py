@@ -45,6 +45,7 @@ from tempocodec.probes import (
     PRODUCTS,
     TargetTransform,
     latent_grid,
+    r2_rmse_bias,
 )
 from tempocodec.progress import progress_bar
 from tempocodec.store import BAND_CHOICES, compress_granule
@@ -257,18 +258,6 @@ def _onnx_predict(path: Path, features: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------- metrics
-
-
-def r2_rmse_bias(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
-    """R² (1 − SSE / sum of squares about the truth's mean), RMSE and mean bias (prediction − truth) of equal-length
-    arrays; NaN for empty input (and R² NaN for a constant truth)."""
-    prediction, truth = np.asarray(prediction, np.float64), np.asarray(truth, np.float64)
-    if truth.size == 0:
-        return math.nan, math.nan, math.nan
-    error = prediction - truth
-    total = float(((truth - truth.mean()) ** 2).sum())
-    r2 = 1.0 - float((error**2).sum()) / total if total > 0 else math.nan
-    return r2, float(np.sqrt((error**2).mean())), float(error.mean())
 
 
 def metrics_row(product: str, probe: str, prediction: np.ndarray, truth: np.ndarray,

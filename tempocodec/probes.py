@@ -11,6 +11,7 @@ probe, ONNX graphs in ``MODEL_DIR/probes/`` with input ``"features"`` float32 ``
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -239,3 +240,14 @@ def load_probes(model: ModelArtifacts) -> ProbeSet:
         metrics=list(data.get("metrics", [])),
     )
 
+
+def r2_rmse_bias(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """R² (1 − SSE / sum of squares about the truth's mean), RMSE and mean bias (prediction − truth) of equal-length
+    arrays; NaN for empty input (and R² NaN for a constant truth)."""
+    prediction, truth = np.asarray(prediction, np.float64), np.asarray(truth, np.float64)
+    if truth.size == 0:
+        return math.nan, math.nan, math.nan
+    error = prediction - truth
+    total = float(((truth - truth.mean()) ** 2).sum())
+    r2 = 1.0 - float((error**2).sum()) / total if total > 0 else math.nan
+    return r2, float(np.sqrt((error**2).mean())), float(error.mean())

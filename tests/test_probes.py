@@ -8,7 +8,7 @@ import pytest
 
 from tempocodec.artifacts import load_model, sha256_bytes, write_card_section
 from tempocodec.errors import TempocodecError
-from tempocodec.probe_training import r2_rmse_bias, truth_paths
+from tempocodec.probe_training import truth_paths
 from tempocodec.probes import (
     GEOMETRY_INPUTS,
     PRODUCTS,
@@ -16,6 +16,7 @@ from tempocodec.probes import (
     check_products,
     latent_grid,
     load_probes,
+    r2_rmse_bias,
 )
 
 pytest_plugins = ["probe_fixture"]
