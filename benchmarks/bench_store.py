@@ -23,6 +23,7 @@ from tempocodec.codec import encode_tiles, make_codec
 from tempocodec.granule import RADIANCE_FILL
 from tempocodec.simulate import write_simulated
 from tempocodec.store import compress_granule, decompress_store
+from tempocodec.tiles import cut_tiles
 
 BAND = "band_290_490_nm"
 
@@ -41,12 +42,7 @@ def read_seconds(granule: Path) -> tuple[float, np.ndarray]:
 def encode_seconds(radiance: np.ndarray, model: str) -> float:
     """Seconds of the codec kernel alone on every 64×64 chunk of ``radiance`` (edge chunks padded with the fill)."""
     config = make_codec(load_model(resolve_model(model))).config
-    rows, cols, channels = radiance.shape
-    tile = config.chunk_shape[0]
-    padded = np.full((-(-rows // tile) * tile, -(-cols // tile) * tile, channels), RADIANCE_FILL, np.float32)
-    padded[:rows, :cols] = radiance
-    tiles = padded.reshape(padded.shape[0] // tile, tile, padded.shape[1] // tile, tile, channels)
-    tiles = np.ascontiguousarray(tiles.transpose(0, 2, 1, 3, 4).reshape(-1, tile, tile, channels))
+    tiles = cut_tiles(radiance, tile=config.chunk_shape[0], min_valid=0).radiance
     start = time.perf_counter()
     for first in range(0, len(tiles), 8):
         batch = tiles[first : first + 8]
