@@ -1,12 +1,12 @@
 """The VAE codec against baselines at matched compression ratios, on held-out simulated granules.
 
 Every method compresses the same in-memory float32 UV radiance ``(mirror_step, xtrack, 1028)`` of each granule and
-decodes it back; the errors are measured by :func:`tempocodec.evaluate.compare_arrays` (values valid in the original
-only) and by the DOAS NO₂ fit of :mod:`tempocodec.doas` on the original and on the decoded spectra.
+decodes it back; the errors are measured by :func:`tempocodec.evaluation.evaluate.compare_arrays` (values valid in the original
+only) and by the DOAS NO₂ fit of :mod:`tempocodec.science.doas` on the original and on the decoded spectra.
 
 Methods (ratio = float32 radiance bytes / compressed bytes):
 
-- **VAE**: the codec kernel (:func:`tempocodec.codec.encode_tiles` / ``decode_tiles``) on 64×64 tiles, float32 latents
+- **VAE**: the codec kernel (:func:`tempocodec.codec.kernel.encode_tiles` / ``decode_tiles``) on 64×64 tiles, float32 latents
   (~514×) and float16 latents (~1028×); the payload's header and validity mask are counted.
 - **PCA**: principal components of the normalized log radiance (the VAE's own input transform, with the model's
   μ, σ), fitted on training granules (``--train``): on 4×4-binned pixels with 32 components (the same 32×16×16 numbers
@@ -44,20 +44,20 @@ import numpy as np
 import pysz
 import zfpy
 
-from tempocodec.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.codec import (
+from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.codec.kernel import (
     MAX_BATCH,
     RADIANCE_FILL,
     decode_tiles,
     encode_tiles,
     make_codec,
 )
-from tempocodec.doas import DoasResult, doas_setup, fit_doas
-from tempocodec.evaluate import compare_arrays, doas_truth
-from tempocodec.granule import open_l1b
-from tempocodec.normalize import denormalize, normalize
+from tempocodec.science.doas import DoasResult, doas_setup, fit_doas
+from tempocodec.evaluation.evaluate import compare_arrays, doas_truth
+from tempocodec.granule.l1b import open_l1b
+from tempocodec.prepare.normalize import denormalize, normalize
 from tempocodec.progress import progress_bar
-from tempocodec.tiles import cut_tiles, pixel_mask
+from tempocodec.prepare.tiles import cut_tiles, pixel_mask
 
 BAND = "band_290_490_nm"
 TARGETS = (1028.0, 514.0, 128.0, 32.0)

@@ -3,9 +3,9 @@
 For each batch size B, times on float32 radiance tiles ``(B, 64, 64, n_channels)`` (16.8 MB per 1028-channel tile):
 
 - ``onnx forward``: ``encoder.onnx`` on normalized ``(B, C, 64, 64)`` and ``decoder.onnx`` on ``(B, Z, 16, 16)`` alone;
-- ``codec kernel``: :func:`tempocodec.codec.encode_tiles` / :func:`~tempocodec.codec.decode_tiles` (validity,
+- ``codec kernel``: :func:`tempocodec.codec.kernel.encode_tiles` / :func:`~tempocodec.codec.kernel.decode_tiles` (validity,
   normalization, transposes, padding, payload packing, plus the same forward passes);
-- ``zarr v3``: writing and reading one shard of 1 × 8 chunks through :class:`tempocodec.codec.VAECodec` with
+- ``zarr v3``: writing and reading one shard of 1 × 8 chunks through :class:`tempocodec.codec.kernel.VAECodec` with
   ``codec_pipeline.batch_size = B``.
 
 MB/s counts float32 radiance in (encode) or out (decode); each number is the best of ``--repeats`` runs after one
@@ -27,15 +27,15 @@ import zarr
 from rich.console import Console
 from rich.table import Table
 
-from tempocodec.artifacts import (
+from tempocodec.runtime.artifacts import (
     ModelArtifacts,
     known_models,
     load_model,
     resolve_model,
     session,
 )
-from tempocodec.codec import RADIANCE_FILL, decode_tiles, encode_tiles, make_codec
-from tempocodec.normalize import normalize
+from tempocodec.codec.kernel import RADIANCE_FILL, decode_tiles, encode_tiles, make_codec
+from tempocodec.prepare.normalize import normalize
 
 ZARR_CHUNKS_PER_SHARD = 8
 

@@ -1,6 +1,6 @@
 """Speed of candidate VAE configurations under ONNX Runtime on the CPU.
 
-Each candidate is exported with :func:`tempocodec.export.export_model` (random weights: speed does not depend on
+Each candidate is exported with :func:`tempocodec.training.export.export_model` (random weights: speed does not depend on
 them) and timed with ONNX Runtime on float32 tiles of ``n_channels × 64 × 64``. Prints one table row per candidate
 and batch size: parameters, encode and decode tiles/s, and the matching MB/s of float32 radiance
 (one 1028-channel tile is 16.8 MB).
@@ -24,8 +24,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tempocodec.export import export_model
-from tempocodec.vae import VAE, VAEConfig
+from tempocodec.training.export import export_model
+from tempocodec.training.vae import VAE, VAEConfig
 
 CANDIDATES: dict[str, VAEConfig] = {
     "default": VAEConfig(),

@@ -3,10 +3,10 @@
 Compresses one L1B granule (``--granule``, or a simulated UV granule of ``--rows`` × ``--cols``) with ``--model``
 (which must have probes: ``tempocodec train-probes``) into a temporary store, then times on that store:
 
-- ``decompress``: :func:`tempocodec.store.decompress_store` to a temporary L1B netCDF file (runs the decoder);
-- ``decode``: the band's radiance decoded into memory (:func:`tempocodec.store.open_store`), no file written;
-- ``query``: :func:`tempocodec.query.query_store` of all four products with MLP probes (reads only latents and the
-  lossless geometry, runs the probes), and the same followed by :func:`tempocodec.query.write_products`.
+- ``decompress``: :func:`tempocodec.runtime.store.decompress_store` to a temporary L1B netCDF file (runs the decoder);
+- ``decode``: the band's radiance decoded into memory (:func:`tempocodec.runtime.store.open_store`), no file written;
+- ``query``: :func:`tempocodec.runtime.query.query_store` of all four products with MLP probes (reads only latents and the
+  lossless geometry, runs the probes), and the same followed by :func:`tempocodec.runtime.query.write_products`.
 
 "first" is the first call in the process (ONNX sessions created then; the model directory is already loaded and
 verified by the compression), "best" the shortest of ``--repeats`` further calls. Run:
@@ -24,9 +24,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tempocodec.query import query_store, write_products
-from tempocodec.simulate import write_simulated
-from tempocodec.store import compress_granule, decompress_store, open_store
+from tempocodec.runtime.query import query_store, write_products
+from tempocodec.simulator.simulate import write_simulated
+from tempocodec.runtime.store import compress_granule, decompress_store, open_store
 
 
 def timings(work: Callable[[], object], repeats: int) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 
 Prints one table row per stage for a ``rows × cols`` granule (both bands by default): seconds (best of
 ``--repeats``) and the matching throughput in spectra per second. The target is < 30 s for 256 × 256, both bands,
-on a 2-core machine, for the simulation itself; writing goes through ``tempocodec.granule``/``level2``
+on a 2-core machine, for the simulation itself; writing goes through ``tempocodec.granule.l1b``/``level2``
 (deflate-1 netCDF) and is timed separately.
 
 Run: ``python benchmarks/bench_simulate.py [--rows 256] [--cols 256] [--seed 0] [--repeats 1] [--no-write]``
@@ -19,8 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tempocodec.granule import BANDS
-from tempocodec.simulate import (
+from tempocodec.granule.l1b import BANDS
+from tempocodec.simulator.simulate import (
     SceneConfig,
     band_radiance,
     make_scene,

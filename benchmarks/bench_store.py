@@ -18,12 +18,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tempocodec.artifacts import load_model, resolve_model
-from tempocodec.codec import encode_tiles, make_codec
-from tempocodec.granule import RADIANCE_FILL
-from tempocodec.simulate import write_simulated
-from tempocodec.store import compress_granule, decompress_store
-from tempocodec.tiles import cut_tiles
+from tempocodec.runtime.artifacts import load_model, resolve_model
+from tempocodec.codec.kernel import encode_tiles, make_codec
+from tempocodec.granule.l1b import RADIANCE_FILL
+from tempocodec.simulator.simulate import write_simulated
+from tempocodec.runtime.store import compress_granule, decompress_store
+from tempocodec.prepare.tiles import cut_tiles
 
 BAND = "band_290_490_nm"
 

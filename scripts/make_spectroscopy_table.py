@@ -6,7 +6,7 @@ Inputs are the TUV-x data files shipped in the ``musica`` wheel (Apache-2.0). Ge
     python scripts/make_spectroscopy_table.py /tmp/musica/musica/configs/tuvx/data
 
 Every spectrum is built on a 0.01 nm high-resolution grid, convolved with the Gaussian slit (FWHM 0.6 nm) and
-sampled on the fine grid of :mod:`tempocodec.spectroscopy` (0.02 nm); the simulator interpolates that onto each
+sampled on the fine grid of :mod:`tempocodec.science.spectroscopy` (0.02 nm); the simulator interpolates that onto each
 cross-track position's instrument grid. Where no package ships a usable spectrum (NO2 vibronic structure, O2-O2,
 H2O, O2 B band, the Ring kernel) the script uses documented analytic band models; their parameters are below and
 are copied into the table's ``provenance`` string together with the SHA-256 of every input file.
@@ -24,7 +24,7 @@ import netCDF4
 import numpy as np
 from scipy.signal import fftconvolve
 
-from tempocodec.spectroscopy import (
+from tempocodec.science.spectroscopy import (
     BAND_GRIDS,
     FINE_STEP_NM,
     O3_REFERENCE_TEMPERATURE_K,

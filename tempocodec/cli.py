@@ -40,7 +40,7 @@ def main() -> None:
 def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtype: str, zarr_format: str,
              drop_radiance_error: bool, overwrite: bool, quiet: bool) -> None:
     """Compress the TEMPO L1B GRANULE into the Zarr store OUT."""
-    from tempocodec.store import compress_granule
+    from tempocodec.runtime.store import compress_granule
 
     summary = compress_granule(granule, out, bands=band, model=model, latent_dtype=latent_dtype,
                                zarr_format=int(zarr_format), drop_radiance_error=drop_radiance_error,
@@ -56,7 +56,7 @@ def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtyp
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def decompress(store: Path, out: Path, overwrite: bool, quiet: bool) -> None:
     """Write the granule in STORE as a TEMPO-layout L1B netCDF file OUT."""
-    from tempocodec.store import decompress_store
+    from tempocodec.runtime.store import decompress_store
 
     decompress_store(store, out, overwrite=overwrite, progress=not quiet)
     if not quiet:
@@ -67,7 +67,7 @@ def decompress(store: Path, out: Path, overwrite: bool, quiet: bool) -> None:
 @click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 def info(store: Path) -> None:
     """Per-variable codec, stored bytes and ratio of STORE, and the model of each band."""
-    from tempocodec.store import store_info
+    from tempocodec.runtime.store import store_info
 
     _print_summary(store_info(store))
 
@@ -97,7 +97,7 @@ def _print_summary(summary) -> None:
 
 def _card_headline(name: str, sha256: str) -> str:
     """The ``Headline:`` line of a model's card, or why there is none (the model is not installed here, ...)."""
-    from tempocodec.artifacts import find_model
+    from tempocodec.runtime.artifacts import find_model
     from tempocodec.errors import TempocodecError
 
     try:
@@ -138,7 +138,7 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
     import json
     from dataclasses import asdict
 
-    from tempocodec.train import TrainConfig, train_run
+    from tempocodec.training.train import TrainConfig, train_run
 
     saved = run_dir / "config.json"
     base = asdict(TrainConfig(data=str(data_dir)))
@@ -172,7 +172,7 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
 def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
     """Export the best checkpoint of the finished run RUN_DIR as the model directory OUT_DIR (ONNX, manifest, card)."""
-    from tempocodec.export import export_run
+    from tempocodec.training.export import export_run
 
     out = export_run(run_dir, out_dir, name=name, overwrite=overwrite)
     click.echo(f"wrote model {name} to {out}")
@@ -189,7 +189,7 @@ def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> 
 def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int, band: str, quiet: bool) -> None:
     """Simulate TEMPO-like L1B granules and their L2 truth (NO2, HCHO, O3TOT, CLDO4) into OUT_DIR."""
     from tempocodec.progress import progress_bar
-    from tempocodec.simulate import write_simulated
+    from tempocodec.simulator.simulate import write_simulated
 
     bar = progress_bar(enabled=not quiet)
     task = bar.add_task("simulate", total=None)
@@ -225,8 +225,8 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
     """Train linear and MLP probes (cloud fraction, ozone, NO2, HCHO) on a model's latents; print the held-out table."""
     from rich.console import Console
 
-    from tempocodec.probe_training import ProbeConfig, train_probes
-    from tempocodec.query import metrics_table
+    from tempocodec.training.probe_training import ProbeConfig, train_probes
+    from tempocodec.runtime.query import metrics_table
 
     config = ProbeConfig(geometry=not no_geometry, epochs=epochs, hidden=hidden, seed=seed, device=device)
     Console().print(metrics_table(train_probes(data_dir, model, heldout=heldout_dir, config=config,
@@ -248,7 +248,7 @@ def query_command(store: Path, products: str, output: Path | None, kind: str, ba
     """Level-2 products of STORE from its latents on the latent grid, without decompressing (the decoder never runs)."""
     from rich.console import Console
 
-    from tempocodec.query import query_store, summary_table, write_products
+    from tempocodec.runtime.query import query_store, summary_table, write_products
 
     ds = query_store(store, products, band, kind=kind, model=model)
     if output is None:
@@ -271,8 +271,8 @@ def evaluate_command(original: Path, store: Path, report_dir: Path | None, band:
     from rich.console import Console
     from rich.table import Table
 
-    from tempocodec.evaluate import evaluate_store, summary_rows, write_report
-    from tempocodec.store import BAND_CHOICES
+    from tempocodec.evaluation.evaluate import evaluate_store, summary_rows, write_report
+    from tempocodec.runtime.store import BAND_CHOICES
 
     evaluation = evaluate_store(original, store, band=BAND_CHOICES[band][0], progress=not quiet)
     if not quiet:

@@ -25,14 +25,14 @@ import torch
 from tiny_model import LOG_RADIANCE
 from torch import nn
 
-from tempocodec.artifacts import load_model
-from tempocodec.export import export_model
-from tempocodec.granule import L1BGranule, l1b_filename, parse_tempo_filename, write_l1b
-from tempocodec.level2 import L2Granule, l2_filename, write_l2
-from tempocodec.probe_training import ProbeConfig, train_probes
-from tempocodec.simulate import STEP_SECONDS, SceneConfig, simulate_granule
-from tempocodec.store import compress_granule
-from tempocodec.vae import VAE, VAEConfig
+from tempocodec.runtime.artifacts import load_model
+from tempocodec.training.export import export_model
+from tempocodec.granule.l1b import L1BGranule, l1b_filename, parse_tempo_filename, write_l1b
+from tempocodec.granule.l2 import L2Granule, l2_filename, write_l2
+from tempocodec.training.probe_training import ProbeConfig, train_probes
+from tempocodec.simulator.simulate import STEP_SECONDS, SceneConfig, simulate_granule
+from tempocodec.runtime.store import compress_granule
+from tempocodec.training.vae import VAE, VAEConfig
 
 ROWS = COLS = 64
 SCAN_GRANULES = 4

@@ -1,4 +1,4 @@
-"""Tests for tempocodec.artifacts: finding, verifying and opening model directories."""
+"""Tests for tempocodec.runtime.artifacts: finding, verifying and opening model directories."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ import pytest
 from tiny_model import SMALL_CHANNELS, export_tiny
 
 import tempocodec
-from tempocodec.artifacts import (
+from tempocodec.runtime.artifacts import (
     load_model,
     models_dir,
     record_files,

@@ -1,4 +1,4 @@
-"""Tests for tempocodec.codec: both codec faces, Zarr v3 (plain, sharded) and v2 stores, xarray, dask, failures."""
+"""Tests for tempocodec.codec.kernel: both codec faces, Zarr v3 (plain, sharded) and v2 stores, xarray, dask, failures."""
 
 import array
 import json
@@ -17,10 +17,10 @@ import zarr.registry
 from numcodecs.tests.common import check_config
 from tiny_model import SMALL_CHANNELS, radiance, reference_roundtrip
 
-import tempocodec.codec as codec_module
-from tempocodec import payload
-from tempocodec.artifacts import MODELS_ENV, load_model
-from tempocodec.codec import (
+import tempocodec.codec.kernel as codec_module
+from tempocodec.codec import payload
+from tempocodec.runtime.artifacts import MODELS_ENV, load_model
+from tempocodec.codec.kernel import (
     RADIANCE_FILL,
     VAECodec,
     VAENumcodec,
@@ -28,7 +28,7 @@ from tempocodec.codec import (
     make_numcodec,
 )
 from tempocodec.errors import TempocodecError
-from tempocodec.normalize import is_valid
+from tempocodec.prepare.normalize import is_valid
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
@@ -334,7 +334,7 @@ def test_fresh_process_opens_the_store_through_entry_points_only(tiny_models, tm
         assert not any(m.startswith("tempocodec") for m in sys.modules)
         ds = xr.open_zarr({str(tmp_path / "x.zarr")!r}, consolidated=False)
         np.save({str(tmp_path / "out.npy")!r}, ds["radiance"].values)
-        print("tempocodec.codec" in sys.modules)
+        print("tempocodec.codec.kernel" in sys.modules)
     """)
     env = {"PATH": "/usr/bin:/bin", MODELS_ENV: str(tiny_models.root), "HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tempocodec.doas import MIN_VALID_FRACTION, doas_setup, fit_doas
+from tempocodec.science.doas import MIN_VALID_FRACTION, doas_setup, fit_doas
 from tempocodec.errors import TempocodecError
-from tempocodec.spectroscopy import fine_wavelength, instrument_wavelength, load_table
+from tempocodec.science.spectroscopy import fine_wavelength, instrument_wavelength, load_table
 
 BAND = "band_290_490_nm"
 TRUE = {"no2": 1.2e16, "o3": 300 * 2.687e16 * 2.5, "o4": 4e42, "h2o": 1e22}

@@ -1,4 +1,4 @@
-"""tempocodec.evaluate and the evaluate command: metrics against a direct numpy computation on a tiny store."""
+"""tempocodec.evaluation.evaluate and the evaluate command: metrics against a direct numpy computation on a tiny store."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import tempocodec.evaluate as evaluate_module
+import tempocodec.evaluation.evaluate as evaluate_module
 from tempocodec.cli import main
-from tempocodec.doas import doas_setup, fit_doas
+from tempocodec.science.doas import doas_setup, fit_doas
 from tempocodec.errors import TempocodecError
-from tempocodec.evaluate import Evaluation, compare_arrays, evaluate_store, headline
-from tempocodec.granule import read_l1b
-from tempocodec.normalize import is_valid
-from tempocodec.simulate import write_simulated
-from tempocodec.store import compress_granule, open_store, store_info
+from tempocodec.evaluation.evaluate import Evaluation, compare_arrays, evaluate_store, headline
+from tempocodec.granule.l1b import read_l1b
+from tempocodec.prepare.normalize import is_valid
+from tempocodec.simulator.simulate import write_simulated
+from tempocodec.runtime.store import compress_granule, open_store, store_info
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
@@ -196,9 +196,9 @@ def test_different_granule_or_shape_is_a_one_line_error(granules, store, tmp_pat
 
 
 def test_probe_scores_pool_the_truth_onto_the_query_grid(granules, store, monkeypatch, tmp_path):
-    from tempocodec import query
-    from tempocodec.level2 import l2_files_beside, l2_truth, read_l2
-    from tempocodec.tiles import pool_to_latent
+    from tempocodec.runtime import query
+    from tempocodec.granule.l2 import l2_files_beside, l2_truth, read_l2
+    from tempocodec.prepare.tiles import pool_to_latent
 
     truths = l2_files_beside(granules[0])
     assert sorted(truths) == ["CLDO4", "HCHO", "NO2", "O3TOT"]

@@ -1,4 +1,4 @@
-"""Tests for tempocodec.export: ONNX Runtime matches PyTorch, and the model directory follows docs/design.md."""
+"""Tests for tempocodec.training.export: ONNX Runtime matches PyTorch, and the model directory follows docs/design.md."""
 
 import json
 
@@ -7,10 +7,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tempocodec.artifacts import combined_sha256, identity_sha256, sha256_bytes
+from tempocodec.runtime.artifacts import combined_sha256, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
-from tempocodec.export import export_model
-from tempocodec.vae import VAE, VAEConfig
+from tempocodec.training.export import export_model
+from tempocodec.training.vae import VAE, VAEConfig
 
 CHANNELS = 12
 

@@ -12,9 +12,9 @@ import pytest
 import xarray as xr
 from helpers_netcdf import assert_one_line_error, assert_same_attrs, assert_same_dataset
 
-from tempocodec import granule as gmod
+from tempocodec.granule import l1b as gmod
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import (
+from tempocodec.granule.l1b import (
     BANDS,
     GEO_FILL,
     INT16_FILL,

@@ -1,15 +1,15 @@
-"""Tests for tempocodec.latents: the latent grid read from stored chunk bytes equals the encoder's means."""
+"""Tests for tempocodec.codec.latents: the latent grid read from stored chunk bytes equals the encoder's means."""
 
 import numpy as np
 import pytest
 import zarr
 from tiny_model import SMALL_CHANNELS, radiance, reference_latent
 
-from tempocodec import payload
-from tempocodec.codec import RADIANCE_FILL, make_codec, make_numcodec
+from tempocodec.codec import payload
+from tempocodec.codec.kernel import RADIANCE_FILL, make_codec, make_numcodec
 from tempocodec.errors import TempocodecError
-from tempocodec.latents import read_latents
-from tempocodec.normalize import is_valid
+from tempocodec.codec.latents import read_latents
+from tempocodec.prepare.normalize import is_valid
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 

@@ -12,8 +12,8 @@ import xarray as xr
 from helpers_netcdf import assert_one_line_error, assert_same_attrs, assert_same_dataset
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import INT16_FILL
-from tempocodec.level2 import (
+from tempocodec.granule.l1b import INT16_FILL
+from tempocodec.granule.l2 import (
     FLOAT_FILL,
     HEADLINE,
     L2_GROUPS,
@@ -220,7 +220,7 @@ def test_l2_file_names() -> None:
 
 
 def test_l2_files_beside_finds_the_granules_truth_newest_version_first(tmp_path):
-    from tempocodec.level2 import l2_files_beside
+    from tempocodec.granule.l2 import l2_files_beside
 
     stamp = "20240501T150000Z_S002G03"
     l1b = tmp_path / f"TEMPO_RAD_L1_V03_{stamp}.nc"

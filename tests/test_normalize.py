@@ -1,10 +1,10 @@
-"""Tests for tempocodec.normalize: streaming statistics and the forward / inverse transform."""
+"""Tests for tempocodec.prepare.normalize: streaming statistics and the forward / inverse transform."""
 
 import numpy as np
 import pytest
 
 from tempocodec.errors import TempocodecError
-from tempocodec.normalize import LogStats, denormalize, is_valid, normalize
+from tempocodec.prepare.normalize import LogStats, denormalize, is_valid, normalize
 
 FILL = np.float32(-9.96921e36)
 

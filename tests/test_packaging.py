@@ -23,7 +23,7 @@ def test_wheel_carries_the_released_models(tmp_path):
 
 
 def test_released_model_is_found_by_name():
-    from tempocodec.artifacts import known_models, load_model, resolve_model
+    from tempocodec.runtime.artifacts import known_models, load_model, resolve_model
 
     assert "tempo-vae-uv" in known_models()
     art = load_model(resolve_model("tempo-vae-uv"))
@@ -32,7 +32,7 @@ def test_released_model_is_found_by_name():
 
 
 def test_data_path_modules_do_not_import_torch():
-    code = ("import sys, tempocodec.cli, tempocodec.store, tempocodec.query, tempocodec.evaluate, tempocodec.latents; "
+    code = ("import sys, tempocodec.cli, tempocodec.runtime.store, tempocodec.runtime.query, tempocodec.evaluation.evaluate, tempocodec.codec.latents; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Tests for tempocodec.payload: chunk byte layout, masks, sizes and every kind of damaged chunk."""
+"""Tests for tempocodec.codec.payload: chunk byte layout, masks, sizes and every kind of damaged chunk."""
 
 import struct
 import zlib
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tempocodec import payload
+from tempocodec.codec import payload
 from tempocodec.errors import TempocodecError
-from tempocodec.payload import (
+from tempocodec.codec.payload import (
     HEADER_SIZE,
     MaskKind,
     Payload,

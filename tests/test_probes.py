@@ -1,4 +1,4 @@
-"""Tests for tempocodec.probes and tempocodec.probe_training: inputs, transforms, training, export, model card."""
+"""Tests for tempocodec.runtime.probes and tempocodec.training.probe_training: inputs, transforms, training, export, model card."""
 
 import json
 import shutil
@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from tempocodec.artifacts import load_model, sha256_bytes, write_card_section
+from tempocodec.runtime.artifacts import load_model, sha256_bytes, write_card_section
 from tempocodec.errors import TempocodecError
-from tempocodec.probe_training import truth_paths
-from tempocodec.probes import (
+from tempocodec.training.probe_training import truth_paths
+from tempocodec.runtime.probes import (
     GEOMETRY_INPUTS,
     PRODUCTS,
     TargetTransform,

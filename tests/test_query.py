@@ -1,4 +1,4 @@
-"""Tests for tempocodec.query: products from a store's latents, the netCDF output, the CLI, and no decoder."""
+"""Tests for tempocodec.runtime.query: products from a store's latents, the netCDF output, the CLI, and no decoder."""
 
 import os
 import shutil
@@ -10,14 +10,14 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from tempocodec import codec
-from tempocodec.artifacts import load_model
+from tempocodec.codec import kernel as codec
+from tempocodec.runtime.artifacts import load_model
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
-from tempocodec.probes import PRODUCTS, latent_grid, load_probes
-from tempocodec.query import query_store, write_products
-from tempocodec.simulate import write_simulated
-from tempocodec.store import compress_granule
+from tempocodec.runtime.probes import PRODUCTS, latent_grid, load_probes
+from tempocodec.runtime.query import query_store, write_products
+from tempocodec.simulator.simulate import write_simulated
+from tempocodec.runtime.store import compress_granule
 
 pytest_plugins = ["tiny_model_fixture", "probe_fixture"]
 

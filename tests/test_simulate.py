@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import BANDS, RADIANCE_FILL, open_l1b
-from tempocodec.level2 import FLOAT_FILL, l2_truth, read_l2
-from tempocodec.simulate import (
+from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, open_l1b
+from tempocodec.granule.l2 import FLOAT_FILL, l2_truth, read_l2
+from tempocodec.simulator.simulate import (
     FLAG_BAD,
     FLAG_MISSING,
     FLAG_TRANSIENT,
@@ -26,7 +26,7 @@ from tempocodec.simulate import (
     slant_columns,
     write_simulated,
 )
-from tempocodec.spectroscopy import band_spectra, nominal_wavelength
+from tempocodec.science.spectroscopy import band_spectra, nominal_wavelength
 
 UV, VIS = BANDS
 ROWS, COLS, SEED = 16, 24, 9  # partly cloudy, NO2 plumes, one missing mirror step

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tempocodec.errors import TempocodecError
-from tempocodec.spectroscopy import (
+from tempocodec.science.spectroscopy import (
     BAND_GRIDS,
     CROSS_SECTIONS,
     FINE_STEP_NM,

@@ -1,4 +1,4 @@
-"""Tests for tempocodec.store and the compress / decompress / info commands, on small simulated granules."""
+"""Tests for tempocodec.runtime.store and the compress / decompress / info commands, on small simulated granules."""
 
 import os
 import signal
@@ -15,13 +15,13 @@ import zarr
 from click.testing import CliRunner
 from tiny_model import export_tiny
 
-import tempocodec.store as store_module
-from tempocodec.artifacts import MODELS_ENV
+import tempocodec.runtime.store as store_module
+from tempocodec.runtime.artifacts import MODELS_ENV
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import read_l1b
-from tempocodec.simulate import write_simulated
-from tempocodec.store import compress_granule, decompress_store, open_store, store_info
+from tempocodec.granule.l1b import read_l1b
+from tempocodec.simulator.simulate import write_simulated
+from tempocodec.runtime.store import compress_granule, decompress_store, open_store, store_info
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 

@@ -1,11 +1,11 @@
-"""Tests for tempocodec.tiles: tile cutting with edge tiles and fill, and pooling onto the latent grid."""
+"""Tests for tempocodec.prepare.tiles: tile cutting with edge tiles and fill, and pooling onto the latent grid."""
 
 import numpy as np
 import pytest
 
 from tempocodec.errors import TempocodecError
-from tempocodec.normalize import RADIANCE_FILL
-from tempocodec.tiles import (
+from tempocodec.prepare.normalize import RADIANCE_FILL
+from tempocodec.prepare.tiles import (
     cut_tiles,
     grid_shape,
     pixel_mask,

@@ -1,4 +1,4 @@
-"""Tests for tempocodec.train: the loop learns, resume is exact, and a run on simulated granules gives a summary."""
+"""Tests for tempocodec.training.train: the loop learns, resume is exact, and a run on simulated granules gives a summary."""
 
 import json
 from dataclasses import asdict
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tempocodec.errors import TempocodecError
-from tempocodec.train import (
+from tempocodec.training.train import (
     LoopState,
     TileSet,
     TrainConfig,
@@ -20,7 +20,7 @@ from tempocodec.train import (
     split_granules,
     validate,
 )
-from tempocodec.vae import VAE, VAEConfig
+from tempocodec.training.vae import VAE, VAEConfig
 
 CHANNELS = 16
 MODEL = VAEConfig(n_channels=CHANNELS, latent_channels=4, widths=(8, 8, 16), res_blocks=(0, 1, 1))
@@ -117,7 +117,7 @@ def _write_granules(directory, n: int, steps: int = 64, xtrack: int = 72) -> Non
 
     import xarray as xr
 
-    from tempocodec.granule import L1BGranule, l1b_filename, write_l1b
+    from tempocodec.granule.l1b import L1BGranule, l1b_filename, write_l1b
 
     wavelength = np.linspace(290, 490, 1028)
     shape = 1e12 * (1 + 0.5 * np.sin(wavelength / 7.0)) * (wavelength / 400) ** 2
@@ -137,8 +137,8 @@ def _write_granules(directory, n: int, steps: int = 64, xtrack: int = 72) -> Non
 
 
 def test_train_run_and_export_on_granules(tmp_path):
-    from tempocodec.export import export_run
-    from tempocodec.train import train_run
+    from tempocodec.training.export import export_run
+    from tempocodec.training.train import train_run
 
     data = tmp_path / "data"
     data.mkdir()

@@ -1,10 +1,10 @@
-"""Tests for tempocodec.vae: shapes, config checks, loss terms and the spectral-basis initialisation."""
+"""Tests for tempocodec.training.vae: shapes, config checks, loss terms and the spectral-basis initialisation."""
 
 import pytest
 import torch
 
 from tempocodec.errors import TempocodecError
-from tempocodec.vae import VAE, VAEConfig
+from tempocodec.training.vae import VAE, VAEConfig
 
 TINY = VAEConfig(n_channels=12, latent_channels=4, widths=(8, 8, 16), res_blocks=(1, 0, 1))
 

@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from tempocodec.export import export_model
-from tempocodec.normalize import denormalize, normalize
-from tempocodec.vae import VAE, VAEConfig
+from tempocodec.training.export import export_model
+from tempocodec.prepare.normalize import denormalize, normalize
+from tempocodec.training.vae import VAE, VAEConfig
 
 SMALL_CHANNELS = 16
 LOG_RADIANCE = 30.0

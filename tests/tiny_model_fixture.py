@@ -16,7 +16,7 @@ import os
 import pytest
 from tiny_model import SMALL_CHANNELS, TinyModels, export_tiny
 
-from tempocodec.artifacts import MODELS_ENV
+from tempocodec.runtime.artifacts import MODELS_ENV
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ photons/s/cm^2/nm/sr with fill ``-9.96921e36``.
 Values are kept *raw*: nothing is masked or scaled, ``_FillValue`` stays in each variable's ``attrs``, and
 attributes keep their numpy types, so a file read and written again is bitwise the same.
 
-This module also holds the netCDF machinery that :mod:`tempocodec.level2` shares: :class:`NetCDFSource`
+This module also holds the netCDF machinery that :mod:`tempocodec.granule.l2` shares: :class:`NetCDFSource`
 (a read-only file behind lazy dask arrays), :func:`read_group` and :func:`write_netcdf` (atomic, streamed).
 """
 
@@ -31,7 +31,7 @@ import xarray as xr
 from xarray.backends.locks import HDF5_LOCK
 
 from tempocodec.errors import TempocodecError
-from tempocodec.normalize import RADIANCE_FILL
+from tempocodec.prepare.normalize import RADIANCE_FILL
 
 BANDS: tuple[str, str] = ("band_290_490_nm", "band_540_740_nm")
 N_CHANNELS = 1028

@@ -29,10 +29,10 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from tempocodec.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.codec import make_codec, make_numcodec
+from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.codec.kernel import make_codec, make_numcodec
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import BANDS, RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.progress import dask_progress
 
 STORE_FORMAT = "tempocodec-store/1"
@@ -376,7 +376,7 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
 
 def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
     """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst``."""
-    from tempocodec.granule import write_l1b
+    from tempocodec.granule.l1b import write_l1b
 
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:

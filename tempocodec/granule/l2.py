@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import (
+from tempocodec.granule.l1b import (
     INT16_FILL,
     TIME_UNITS,
     NetCDFLayout,

@@ -2,14 +2,14 @@
 
 A chunk is float32 radiance ``(tile_rows, tile_cols, n_channels)`` in TEMPO order ``(mirror_step, xtrack,
 spectral_channel)``. Encoding marks invalid elements (not finite, ``|L| > 1e30``, or equal to the fill value),
-normalizes (``tempocodec.normalize``, invalid -> 0), transposes to the model's ``(N, n_channels, rows, cols)``,
+normalizes (``tempocodec.prepare.normalize``, invalid -> 0), transposes to the model's ``(N, n_channels, rows, cols)``,
 replicates the last valid row and column into the padding beyond the valid extent, runs the encoder once per
-mini-batch and stores each chunk's latent mean over its valid extent with its validity mask (``tempocodec.payload``).
+mini-batch and stores each chunk's latent mean over its valid extent with its validity mask (``tempocodec.codec.payload``).
 Decoding replicates the stored latent rows and columns back to the full latent grid, runs the decoder once per
 mini-batch, inverts the normalization and writes the fill value into every invalid element.
 
 The codec configuration names the model and embeds its sha256 and normalization statistics, so a store says exactly
-how to decode it; the model is looked up by name (:func:`tempocodec.artifacts.resolve_model`) and must match both.
+how to decode it; the model is looked up by name (:func:`tempocodec.runtime.artifacts.resolve_model`) and must match both.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from zarr.core.buffer import Buffer, NDBuffer
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import parse_named_configuration
 
-from tempocodec import payload
-from tempocodec.artifacts import (
+from tempocodec.codec import payload
+from tempocodec.runtime.artifacts import (
     ModelArtifacts,
     find_model,
     load_model,
@@ -39,8 +39,8 @@ from tempocodec.artifacts import (
     session,
 )
 from tempocodec.errors import TempocodecError
-from tempocodec.normalize import RADIANCE_FILL as L1B_RADIANCE_FILL
-from tempocodec.normalize import denormalize, is_valid, normalize
+from tempocodec.prepare.normalize import RADIANCE_FILL as L1B_RADIANCE_FILL
+from tempocodec.prepare.normalize import denormalize, is_valid, normalize
 
 if TYPE_CHECKING:
     from typing import Self

@@ -29,11 +29,11 @@ from rich.console import Console
 from rich.progress import TextColumn
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import open_l1b
-from tempocodec.normalize import LogStats, is_valid, normalize
+from tempocodec.granule.l1b import open_l1b
+from tempocodec.prepare.normalize import LogStats, is_valid, normalize
 from tempocodec.progress import progress_bar
-from tempocodec.tiles import cut_tiles
-from tempocodec.vae import VAE, VAEConfig
+from tempocodec.prepare.tiles import cut_tiles
+from tempocodec.training.vae import VAE, VAEConfig
 
 L1B_PATTERN = "TEMPO_RAD_L1_*.nc"
 BLOCK_STEPS = 64

@@ -6,7 +6,7 @@ block by block, so two copies of a large granule are never in memory at once.
 
 Definitions (radiance ``L`` of the original, ``L̂`` decoded, photons/s/cm^2/nm/sr):
 
-- a value is *used* when the original is valid (:func:`tempocodec.normalize.is_valid`) and ``L ≥ 1`` (the
+- a value is *used* when the original is valid (:func:`tempocodec.prepare.normalize.is_valid`) and ``L ≥ 1`` (the
   normalization's floor); used values whose decoded value is invalid are counted in ``decoded_fill`` (it must
   be 0) and left out of every other metric;
 - error ``e = L̂ − L``, relative error ``r = e / L``;
@@ -22,9 +22,9 @@ Medians and percentiles over pixels per channel come from per-channel histograms
 :data:`BINS_PER_DEX` bins per decade, interpolated within the bin (relative precision better than 2.3 %); the
 per-pixel quantities and every mean are exact.
 
-When the band covers 405–465 nm, a DOAS fit of the NO₂ slant column (:mod:`tempocodec.doas`) runs on both
+When the band covers 405–465 nm, a DOAS fit of the NO₂ slant column (:mod:`tempocodec.science.doas`) runs on both
 copies; when the L2 truth files of the granule lie beside the original, the products read from the latents
-(:func:`tempocodec.query.query_store`) are scored against them (R²) on the latent grid.
+(:func:`tempocodec.runtime.query.query_store`) are scored against them (R²) on the latent grid.
 """
 
 from __future__ import annotations
@@ -37,16 +37,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from tempocodec.doas import DoasSetup, doas_setup, fit_doas
+from tempocodec.science.doas import DoasSetup, doas_setup, fit_doas
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import open_l1b
-from tempocodec.level2 import l2_files_beside, l2_truth, read_l2
-from tempocodec.normalize import is_valid
-from tempocodec.probes import PRODUCTS, r2_rmse_bias
+from tempocodec.granule.l1b import open_l1b
+from tempocodec.granule.l2 import l2_files_beside, l2_truth, read_l2
+from tempocodec.prepare.normalize import is_valid
+from tempocodec.runtime.probes import PRODUCTS, r2_rmse_bias
 from tempocodec.progress import progress_bar
-from tempocodec.spectroscopy import BAND_GRIDS, nominal_wavelength
-from tempocodec.store import open_store, store_info
-from tempocodec.tiles import pool_to_latent
+from tempocodec.science.spectroscopy import BAND_GRIDS, nominal_wavelength
+from tempocodec.runtime.store import open_store, store_info
+from tempocodec.prepare.tiles import pool_to_latent
 
 BLOCK_STEPS = 64
 BLOCK_XTRACK = 512
@@ -366,13 +366,13 @@ def _pooled_truth(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def probe_scores(original: Path, store: Path, band: str) -> tuple[tuple[ProbeScore, ...], str | None]:
-    """Products read from the store's latents (:func:`tempocodec.query.query_store`) scored against the L2 truth
+    """Products read from the store's latents (:func:`tempocodec.runtime.query.query_store`) scored against the L2 truth
     files beside ``original``; or an empty tuple and the reason they were skipped."""
     truths = l2_files_beside(original)
     if not truths:
         return (), f"no L2 truth files (TEMPO_<product>_L2_...) beside {original.name}"
     try:
-        from tempocodec.query import query_store
+        from tempocodec.runtime.query import query_store
 
         names = tuple(n for n, p in PRODUCTS.items() if p.l2_product in truths)
         queried = query_store(store, products=names, band=band)
@@ -825,7 +825,7 @@ def _doas_section(evaluation: Evaluation) -> str:
     if d is None or not d.pixels:
         return head + f"Skipped: {evaluation.doas_skipped or 'no pixel could be fitted'}."
     text = (head + "ln(L/F₀) fitted with NO₂, O₃, O₂–O₂, H₂O cross sections, a Ring spectrum and a cubic polynomial "
-            "(tempocodec.doas), on the original and on the decoded spectra of every pixel. "
+            "(tempocodec.science.doas), on the original and on the decoded spectra of every pixel. "
             f"Over {d.pixels:,} pixels, decoded − original: bias {_sci(d.bias)}, scatter {_sci(d.scatter)} "
             f"molecules/cm²; the fit's own 1-σ noise on the original is {_sci(d.median_error)} (median), "
             f"the median slant column {_sci(d.median_scd)}.")

@@ -1,11 +1,11 @@
 """Probes: Level-2 products regressed from a store's latent means, and the inputs they read (numpy + ONNX Runtime).
 
 A probe maps the inputs of one latent cell (one 4×4 block of pixels) to one product: the encoder's latent mean as
-stored (``tempocodec.latents``; float16 in a default store), optionally followed by the cell's viewing geometry
+stored (``tempocodec.codec.latents``; float16 in a default store), optionally followed by the cell's viewing geometry
 (:data:`GEOMETRY_INPUTS`, pooled from the store's lossless per-pixel angles). Each product has a linear and an MLP
 probe, ONNX graphs in ``MODEL_DIR/probes/`` with input ``"features"`` float32 ``(N, F)`` and output ``"y"`` float32
 ``(N, 1)`` on the product's fit scale; ``probes/probes.json`` holds the inputs, each product's
-:class:`TargetTransform` and the held-out metrics. Training lives in ``tempocodec.probe_training`` (torch).
+:class:`TargetTransform` and the held-out metrics. Training lives in ``tempocodec.training.probe_training`` (torch).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tempocodec.artifacts import ModelArtifacts, session
+from tempocodec.runtime.artifacts import ModelArtifacts, session
 from tempocodec.errors import TempocodecError
-from tempocodec.latents import read_latents
-from tempocodec.level2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
-from tempocodec.store import open_root
-from tempocodec.tiles import pool_to_latent
+from tempocodec.codec.latents import read_latents
+from tempocodec.granule.l2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
+from tempocodec.runtime.store import open_root
+from tempocodec.prepare.tiles import pool_to_latent
 
 PROBES_FORMAT = "tempocodec-probes/1"
 PROBES_DIR = "probes"
@@ -118,7 +118,7 @@ class TargetTransform:
 class LatentGrid:
     """What the probes read from one band of a store, on its latent grid ``(rows, cols)``.
 
-    ``latent``: the stored latent means, float32 ``(Z, rows, cols)`` DataArray from :func:`tempocodec.latents.read_latents`
+    ``latent``: the stored latent means, float32 ``(Z, rows, cols)`` DataArray from :func:`tempocodec.codec.latents.read_latents`
     (NaN where a cell has no valid pixel); ``geometry``: :data:`GEOMETRY_INPUTS` name -> float32 ``(rows, cols)``,
     block means of the per-pixel values; ``latitude``, ``longitude``: float32 ``(rows, cols)`` degrees, the block
     centres (mean of the pixel centres). Geometry and positions are NaN where no pixel of the block has them.
@@ -158,7 +158,7 @@ def _relative_azimuth(solar: np.ndarray, viewing: np.ndarray) -> np.ndarray:
 
 
 def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGrid:
-    """Read the probe inputs of ``band`` from a store written by :func:`tempocodec.store.compress_granule`.
+    """Read the probe inputs of ``band`` from a store written by :func:`tempocodec.runtime.store.compress_granule`.
 
     Only the stored latent bytes and the small lossless per-pixel variables are read (through zarr, no xarray or
     dask): the decoder never runs.
@@ -197,7 +197,7 @@ def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGri
 @dataclass(frozen=True)
 class ProbeSet:
     """The probes of a model directory (``probes/probes.json``): ``latent_channels`` and ``geometry`` inputs,
-    product -> :class:`TargetTransform`, product -> kind -> graph name for :func:`tempocodec.artifacts.session`
+    product -> :class:`TargetTransform`, product -> kind -> graph name for :func:`tempocodec.runtime.artifacts.session`
     (e.g. ``"probes/no2_mlp"``), and the held-out ``metrics`` rows written at training."""
 
     model: ModelArtifacts

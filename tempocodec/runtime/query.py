@@ -1,6 +1,6 @@
 """Level-2 products straight from a store's latents, without decompression (the decoder never runs).
 
-:func:`query_store` reads one band's stored latent means and lossless geometry (:func:`tempocodec.probes.latent_grid`),
+:func:`query_store` reads one band's stored latent means and lossless geometry (:func:`tempocodec.runtime.probes.latent_grid`),
 runs the model's probes (ONNX Runtime) on every usable latent cell and returns the products on the latent grid, one
 value per 4×4 block of pixels, with the block centres' latitude and longitude. :func:`write_products` writes them as
 an L2-like netCDF file; :func:`summary_table` summarizes them.
@@ -16,11 +16,11 @@ import numpy as np
 import xarray as xr
 from rich.table import Table
 
-from tempocodec.artifacts import ModelArtifacts, find_model, load_model, resolve_model
+from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import GEO_FILL, NetCDFLayout, write_netcdf
-from tempocodec.level2 import FLOAT_FILL
-from tempocodec.probes import (
+from tempocodec.granule.l1b import GEO_FILL, NetCDFLayout, write_netcdf
+from tempocodec.granule.l2 import FLOAT_FILL
+from tempocodec.runtime.probes import (
     DEFAULT_BAND,
     PRODUCTS,
     check_products,

@@ -1,4 +1,4 @@
-"""Export a trained :class:`~tempocodec.vae.VAE` as a released model directory (see docs/design.md).
+"""Export a trained :class:`~tempocodec.training.vae.VAE` as a released model directory (see docs/design.md).
 
 The directory holds ``encoder.onnx`` (input ``"x"`` ``(N, C, H, W)`` -> ``"mean"``, ``"logvar"`` ``(N, Z, H/d, W/d)``),
 ``decoder.onnx`` (``"z"`` -> ``"x"``), ``normalization.npz`` (``mu``, ``sigma`` float32 ``(C,)``), ``model_card.md``,
@@ -7,7 +7,7 @@ The directory holds ``encoder.onnx`` (input ``"x"`` ``(N, C, H, W)`` -> ``"mean"
 The manifest's ``files`` maps each file name to the hex sha256 of its bytes; its ``sha256``, the model identity, is
 the hex sha256 of the UTF-8 text made of one ``"name:sha"`` line per coding file (``encoder.onnx``, ``decoder.onnx``,
 ``normalization.npz``), sorted by name and joined with ``"\\n"`` (no trailing newline): see
-:func:`tempocodec.artifacts.identity_sha256`.
+:func:`tempocodec.runtime.artifacts.identity_sha256`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from tempocodec import __version__
-from tempocodec.artifacts import MODEL_FORMAT, identity_sha256, sha256_bytes
+from tempocodec.runtime.artifacts import MODEL_FORMAT, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
-from tempocodec.train import load_checkpoint
-from tempocodec.vae import VAE
+from tempocodec.training.train import load_checkpoint
+from tempocodec.training.vae import VAE
 
 ONNX_OPSET = 17
 IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}

@@ -1,8 +1,8 @@
 """Train the probes of a model directory (torch): linear and MLP heads on the frozen encoder's latent means.
 
-Inputs are what :func:`tempocodec.query.query_store` reads: each granule is compressed with the model to a temporary
+Inputs are what :func:`tempocodec.runtime.query.query_store` reads: each granule is compressed with the model to a temporary
 store (radiance_error left out) and its latent grid and geometry are read back through
-:func:`tempocodec.probes.latent_grid`, so probes see exactly the stored (float16) latents. Targets are the TEMPO L2
+:func:`tempocodec.runtime.probes.latent_grid`, so probes see exactly the stored (float16) latents. Targets are the TEMPO L2
 truth files beside each L1B granule (same start time, scan and granule number), pooled to the latent grid (mean of
 the finite pixels of each 4×4 block). Granules are split, never cells: probes are fitted on training granules
 (the MLP stops early on a validation subset of them) and measured on held-out granules.
@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from tempocodec.artifacts import (
+from tempocodec.runtime.artifacts import (
     ModelArtifacts,
     load_model,
     record_files,
@@ -34,9 +34,9 @@ from tempocodec.artifacts import (
     write_card_section,
 )
 from tempocodec.errors import TempocodecError
-from tempocodec.export import export_graph
-from tempocodec.level2 import l2_files_beside, l2_pattern, l2_truth, read_l2
-from tempocodec.probes import (
+from tempocodec.training.export import export_graph
+from tempocodec.granule.l2 import l2_files_beside, l2_pattern, l2_truth, read_l2
+from tempocodec.runtime.probes import (
     GEOMETRY_INPUTS,
     PROBE_KINDS,
     PROBES_DIR,
@@ -48,9 +48,9 @@ from tempocodec.probes import (
     r2_rmse_bias,
 )
 from tempocodec.progress import progress_bar
-from tempocodec.store import BAND_CHOICES, compress_granule
-from tempocodec.tiles import pool_to_latent
-from tempocodec.train import find_granules, split_granules
+from tempocodec.runtime.store import BAND_CHOICES, compress_granule
+from tempocodec.prepare.tiles import pool_to_latent
+from tempocodec.training.train import find_granules, split_granules
 
 CARD_SECTION = "Probes"
 

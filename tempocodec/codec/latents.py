@@ -1,6 +1,6 @@
 """The latent grid of a VAE-coded radiance array, read straight from the stored chunk bytes (no decoder run).
 
-Every stored chunk holds the encoder's latent mean over its valid extent (``tempocodec.payload``). Laid side by side
+Every stored chunk holds the encoder's latent mean over its valid extent (``tempocodec.codec.payload``). Laid side by side
 they form one latent grid over the whole array: latent cell ``(a, b)`` covers pixel rows ``[d*a, d*a + d)`` and
 columns ``[d*b, d*b + d)`` of ``(mirror_step, xtrack)`` (``d`` = downsample, 4), clipped to the array. Chunks are
 read through zarr's own store and, for sharded arrays, zarr's own shard index reader.
@@ -20,8 +20,8 @@ from zarr.core.common import concurrent_map
 from zarr.core.sync import sync
 from zarr.storage._common import StorePath
 
-from tempocodec import payload
-from tempocodec.codec import CodecConfig, VAECodec, VAENumcodec
+from tempocodec.codec import payload
+from tempocodec.codec.kernel import CodecConfig, VAECodec, VAENumcodec
 from tempocodec.errors import TempocodecError
 
 ChunkBytes = dict[tuple[int, int], bytes]

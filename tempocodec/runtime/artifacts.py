@@ -40,7 +40,7 @@ _loaded: dict[tuple[str, str], ModelArtifacts] = {}
 
 def models_dir() -> Path:
     """The released models: ``tempocodec/models/`` inside a wheel, else the repository's top-level ``models/``."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     bundled = package / "models"
     return bundled if bundled.is_dir() else package.parent / "models"
 

@@ -8,7 +8,7 @@ For every pixel the log of the radiance over the solar spectrum is fitted, chann
 with ``u`` the wavelength mapped linearly onto [-1, 1] across the window, ``j = 0 … degree`` (a low-order
 polynomial: broad-band scattering and surface reflectance), ``S_g`` the slant column of absorber ``g``
 (molecules cm⁻²; molecules² cm⁻⁵ for ``o4``) and ``r`` the Ring coefficient (filling-in of Fraunhofer lines).
-``F₀``, the cross sections ``σ_g`` and ``ring`` come from :mod:`tempocodec.spectroscopy` (already convolved
+``F₀``, the cross sections ``σ_g`` and ``ring`` come from :mod:`tempocodec.science.spectroscopy` (already convolved
 with the instrument slit), interpolated onto each cross-track position's wavelengths, e.g. the L1B
 ``nominal_wavelength`` ``(xtrack, spectral_channel)``. No I₀ correction, no shift or squeeze.
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tempocodec.errors import TempocodecError
-from tempocodec.normalize import is_valid
-from tempocodec.spectroscopy import (
+from tempocodec.prepare.normalize import is_valid
+from tempocodec.science.spectroscopy import (
     CROSS_SECTIONS,
     check_band,
     fine_wavelength,

@@ -30,7 +30,7 @@ from scipy.fft import next_fast_len
 from scipy.special import ndtri
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import (
+from tempocodec.granule.l1b import (
     BANDS,
     GEO_FILL,
     INT16_FILL,
@@ -44,8 +44,8 @@ from tempocodec.granule import (
     l1b_filename,
     write_l1b,
 )
-from tempocodec.level2 import FLOAT_FILL, L2Granule, l2_filename, write_l2
-from tempocodec.spectroscopy import (
+from tempocodec.granule.l2 import FLOAT_FILL, L2Granule, l2_filename, write_l2
+from tempocodec.science.spectroscopy import (
     CROSS_SECTION_UNITS,
     CROSS_SECTIONS,
     N_CHANNELS,

@@ -3,7 +3,7 @@
 Tiles lie on a regular grid anchored at pixel (0, 0) of ``(mirror_step, xtrack)``: tile ``(i, j)`` covers
 steps ``[i*T, (i+1)*T)`` and xtracks ``[j*T, (j+1)*T)``. Edge tiles that run past the granule are padded with the
 L1B fill value, and their padded pixels are invalid. A pixel is *valid* when at least half of its spectral
-channels hold valid radiance (see :func:`tempocodec.normalize.is_valid`).
+channels hold valid radiance (see :func:`tempocodec.prepare.normalize.is_valid`).
 
 The latent grid has one cell per ``d × d`` block of pixels (``d = 4``): latent cell ``(a, b)`` of a tile at origin
 ``(s0, x0)`` covers steps ``s0 + d*a ...`` and xtracks ``x0 + d*b ...``. A Level-2 field is pooled to it as the
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tempocodec.errors import TempocodecError
-from tempocodec.normalize import RADIANCE_FILL, is_valid
+from tempocodec.prepare.normalize import RADIANCE_FILL, is_valid
 
 TILE = 64
 DOWNSAMPLE = 4
