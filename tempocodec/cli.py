@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
+from tempocodec.bands import BAND_CHOICES, BANDS
 from tempocodec.errors import TempocodecError
+
+SINGLE_BANDS = [key for key, bands in BAND_CHOICES.items() if len(bands) == 1]
 
 
 class _Group(click.Group):
@@ -30,7 +33,7 @@ def main() -> None:
 @main.command()
 @click.argument("granule", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--band", type=click.Choice(["uv", "vis", "all"]), default="uv", show_default=True, help="Bands to store.")
+@click.option("--band", type=click.Choice(list(BAND_CHOICES)), default="uv", show_default=True, help="Bands to store.")
 @click.option("--model", default=None, help="Model name under models/ or a model directory (default: the released model of each band).")
 @click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
@@ -114,7 +117,7 @@ def _card_headline(name: str, sha256: str) -> str:
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory with TEMPO_RAD_L1_*.nc granules (searched recursively).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@click.option("--band", type=click.Choice(["band_290_490_nm", "band_540_740_nm"]), default=None, help="[band_290_490_nm]")
+@click.option("--band", type=click.Choice(list(BANDS)), default=None, help=f"[{BANDS[0]}]")
 @click.option("--epochs", type=int, default=None, help="Passes over the training tiles [20].")
 @click.option("--batch-size", type=int, default=None, help="Tiles per step [8].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="[cpu]")
@@ -184,7 +187,7 @@ def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> 
 @click.option("--cols", type=int, required=True, help="Cross-track pixels per granule.")
 @click.option("--seed", type=int, required=True, help="Seed of the first scene (scene k uses seed + k).")
 @click.option("--scenes", type=int, default=1, show_default=True, help="Number of granules to simulate.")
-@click.option("--band", type=click.Choice(["uv", "vis", "all"]), default="all", show_default=True, help="Bands to simulate.")
+@click.option("--band", type=click.Choice(list(BAND_CHOICES)), default="all", show_default=True, help="Bands to simulate.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int, band: str, quiet: bool) -> None:
     """Simulate TEMPO-like L1B granules and their L2 truth (NO2, HCHO, O3TOT, CLDO4) into OUT_DIR."""
@@ -240,7 +243,7 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the products to this netCDF file (default: print a summary).")
 @click.option("--kind", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Probe kind.")
-@click.option("--band", default="band_290_490_nm", show_default=True)
+@click.option("--band", default=BANDS[0], show_default=True)
 @click.option("--model", default=None, help="Model directory or name with the probes (default: the store's model).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 def query_command(store: Path, products: str, output: Path | None, kind: str, band: str, model: str | None,
@@ -264,7 +267,7 @@ def query_command(store: Path, products: str, output: Path | None, kind: str, ba
 @click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.md and its PNG figures into this directory.")
-@click.option("--band", type=click.Choice(["uv", "vis"]), default="uv", show_default=True, help="Band to compare.")
+@click.option("--band", type=click.Choice(SINGLE_BANDS), default="uv", show_default=True, help="Band to compare.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 def evaluate_command(original: Path, store: Path, report_dir: Path | None, band: str, quiet: bool) -> None:
     """Compare STORE (made by compress) with the ORIGINAL L1B granule: per-wavelength errors, DOAS NO2, probes."""
@@ -272,7 +275,6 @@ def evaluate_command(original: Path, store: Path, report_dir: Path | None, band:
     from rich.table import Table
 
     from tempocodec.evaluation.evaluate import evaluate_store, summary_rows, write_report
-    from tempocodec.runtime.store import BAND_CHOICES
 
     evaluation = evaluate_store(original, store, band=BAND_CHOICES[band][0], progress=not quiet)
     if not quiet:

@@ -30,11 +30,10 @@ import numpy as np
 import xarray as xr
 from xarray.backends.locks import HDF5_LOCK
 
+from tempocodec.bands import BANDS, N_CHANNELS
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import RADIANCE_FILL
 
-BANDS: tuple[str, str] = ("band_290_490_nm", "band_540_740_nm")
-N_CHANNELS = 1028
 RADIANCE_DIMS = ("mirror_step", "xtrack", "spectral_channel")
 GEO_FILL = np.float32(9.96921e36)
 INT16_FILL = np.int16(-32767)

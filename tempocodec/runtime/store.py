@@ -29,16 +29,16 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
+from tempocodec.bands import BAND_CHOICES
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.codec.kernel import make_codec, make_numcodec
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv"}
-BAND_CHOICES = {"uv": ("band_290_490_nm",), "vis": ("band_540_740_nm",), "all": BANDS}
-TILE = 64
 SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
 

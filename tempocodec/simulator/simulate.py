@@ -29,6 +29,7 @@ import xarray as xr
 from scipy.fft import next_fast_len
 from scipy.special import ndtri
 
+from tempocodec.bands import BAND_CHOICES
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import (
     BANDS,
@@ -85,7 +86,6 @@ REFERENCE_NM = {"no2": 440.0, "hcho": 340.0, "o4": 477.0, "h2o": 650.0, "o2": 69
                 "o3": 331.0, "o3_360": 360.0, "cld466": 466.0}
 ERROR_DIGITS = 2  # radiance_error is stored with 2 significant digits, like the newest TEMPO L1B writer
 FLAG_MISSING, FLAG_BAD, FLAG_TRANSIENT, FLAG_UNDERFLOW = 1, 2, 8, 64
-BAND_ALIASES = {"uv": (BANDS[0],), "vis": (BANDS[1],), "all": BANDS}
 
 # Surface types and their albedo spectra A(λ), λ in nm (see docs/simulator.md).
 SURFACES = ("water", "vegetation", "soil", "urban", "snow")
@@ -1222,8 +1222,8 @@ def level1b(scene: Scene, bands: dict[str, BandRadiance], scan: int, granule_ind
 def resolve_bands(bands: str | Sequence[str]) -> tuple[str, ...]:
     """Band group names from "uv", "vis", "all" or a sequence of band names (kept in :data:`BANDS` order)."""
     if isinstance(bands, str):
-        if bands in BAND_ALIASES:
-            return BAND_ALIASES[bands]
+        if bands in BAND_CHOICES:
+            return BAND_CHOICES[bands]
         bands = (bands,)
     unknown = [b for b in bands if b not in BANDS]
     if unknown or not bands:

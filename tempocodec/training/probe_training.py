@@ -33,6 +33,7 @@ from tempocodec.runtime.artifacts import (
     resolve_model,
     write_card_section,
 )
+from tempocodec.bands import BAND_CHOICES
 from tempocodec.errors import TempocodecError
 from tempocodec.training.export import export_graph
 from tempocodec.granule.l2 import l2_files_beside, l2_pattern, l2_truth, read_l2
@@ -48,7 +49,7 @@ from tempocodec.runtime.probes import (
     r2_rmse_bias,
 )
 from tempocodec.progress import progress_bar
-from tempocodec.runtime.store import BAND_CHOICES, compress_granule
+from tempocodec.runtime.store import compress_granule
 from tempocodec.prepare.tiles import pool_to_latent
 from tempocodec.training.train import find_granules, split_granules
 
