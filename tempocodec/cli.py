@@ -38,7 +38,7 @@ def main() -> None:
 @click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
 @click.option("--drop-radiance-error", is_flag=True, help="Do not store radiance_error.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a store (never anything else).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtype: str, zarr_format: str,
              drop_radiance_error: bool, overwrite: bool, quiet: bool) -> None:
@@ -55,7 +55,7 @@ def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtyp
 @main.command()
 @click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a netCDF-4 file (never anything else).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def decompress(store: Path, out: Path, overwrite: bool, quiet: bool) -> None:
     """Write the granule in STORE as a TEMPO-layout L1B netCDF file OUT."""
@@ -172,7 +172,7 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Model name written into the manifest.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is a model directory (never anything else).")
 def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
     """Export the best checkpoint of the finished run RUN_DIR as the model directory OUT_DIR (ONNX, manifest, card)."""
     from tempocodec.training.export import export_run
@@ -245,7 +245,7 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
 @click.option("--kind", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Probe kind.")
 @click.option("--band", default=BANDS[0], show_default=True)
 @click.option("--model", default=None, help="Model directory or name with the probes (default: the store's model).")
-@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it is a netCDF-4 file (never anything else).")
 def query_command(store: Path, products: str, output: Path | None, kind: str, band: str, model: str | None,
                   overwrite: bool) -> None:
     """Level-2 products of STORE from its latents on the latent grid, without decompressing (the decoder never runs)."""
@@ -268,14 +268,18 @@ def query_command(store: Path, products: str, output: Path | None, kind: str, ba
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.md and its PNG figures into this directory.")
 @click.option("--band", type=click.Choice(SINGLE_BANDS), default="uv", show_default=True, help="Band to compare.")
+@click.option("--overwrite", is_flag=True, help="Replace the --report directory if it holds an earlier report.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
-def evaluate_command(original: Path, store: Path, report_dir: Path | None, band: str, quiet: bool) -> None:
+def evaluate_command(original: Path, store: Path, report_dir: Path | None, band: str, overwrite: bool, quiet: bool) -> None:
     """Compare STORE (made by compress) with the ORIGINAL L1B granule: per-wavelength errors, DOAS NO2, probes."""
     from rich.console import Console
     from rich.table import Table
 
-    from tempocodec.evaluation.evaluate import evaluate_store, summary_rows, write_report
+    from tempocodec.atomic import check_target
+    from tempocodec.evaluation.evaluate import REPORT_DIR, evaluate_store, summary_rows, write_report
 
+    if report_dir is not None:
+        check_target(report_dir, REPORT_DIR if overwrite else None)  # before the long evaluation, not after
     evaluation = evaluate_store(original, store, band=BAND_CHOICES[band][0], progress=not quiet)
     if not quiet:
         table = Table(title=f"{store} against {original.name}")
@@ -285,4 +289,4 @@ def evaluate_command(original: Path, store: Path, report_dir: Path | None, band:
             table.add_row(name, value)
         Console().print(table)
     if report_dir is not None:
-        click.echo(f"wrote {write_report(evaluation, report_dir)}")
+        click.echo(f"wrote {write_report(evaluation, report_dir, overwrite=overwrite)}")

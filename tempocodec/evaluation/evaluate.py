@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from tempocodec.atomic import Replaceable, atomic_dir, is_empty_dir
 from tempocodec.science.doas import DoasSetup, doas_setup, fit_doas
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import open_l1b
@@ -54,6 +55,7 @@ PIXELS_PER_PASS = 4096
 BINS_PER_DEX = 100
 MIN_SIGNAL = 1.0
 EXAMPLE_QUANTILES = (("median", 50.0), ("99th percentile", 99.0), ("worst", 100.0))
+REPORT_TITLE = "# Evaluation of "
 
 # --------------------------------------------------------------------------------------------------- metrics
 
@@ -637,10 +639,8 @@ def _md_cell(text: str) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG through a temporary file in the same directory, then close it."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    """Save a matplotlib figure as PNG, then close it."""
+    fig.savefig(path, format="png", dpi=100)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -770,20 +770,17 @@ def _plot_probes(probes: tuple[ProbeScore, ...], path: Path) -> None:
     _save(fig, path)
 
 
-def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> Path:
-    """Write ``report.md`` and its PNG figures into ``out_dir`` (created if needed); returns the report's path.
+def write_report(evaluation: Evaluation, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write the directory ``out_dir`` holding ``report.md`` and its PNG figures; returns the report's path.
 
-    Each file is written under a temporary name in ``out_dir`` and renamed into place, so a file already there is
-    only replaced by a complete one.
+    The directory is built under a temporary name and renamed into place when complete
+    (:func:`tempocodec.atomic.atomic_dir`); an existing ``out_dir`` is replaced only with ``overwrite`` and only
+    when it holds an earlier report (or nothing).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TempocodecError(f"{out}: cannot create the report directory ({err.strerror or err})") from None
     m = evaluation.metrics
     figures = [
         ("Error against signal", "error_vs_signal.png", lambda p: _plot_error_vs_signal(m, p)),
@@ -798,9 +795,7 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> Path:
     if evaluation.probes:
         figures.append(("Products from the latents against L2 truth", "probes.png",
                         lambda p: _plot_probes(evaluation.probes, p)))
-    for _, name, plot in figures:
-        plot(out / name)
-    lines = [f"# Evaluation of `{evaluation.store.name}` against `{evaluation.original.name}`", "",
+    lines = [f"{REPORT_TITLE}`{evaluation.store.name}` against `{evaluation.original.name}`", "",
              *headline(evaluation), "", "| metric | value |", "|---|---|"]
     lines += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in summary_rows(evaluation)]
     lines += ["", _doas_section(evaluation), "", _probe_section(evaluation), "", "## Figures", ""]
@@ -811,11 +806,24 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> Path:
               "relative RMSE per spectrum = sqrt(mean over channels of r²), averaged over pixels; spectral angle = "
               "angle between the two spectra as vectors; per-channel medians and percentiles are read from "
               f"histograms with {BINS_PER_DEX} bins per decade. Noise is the original's radiance_error."), ""]
-    report = out / "report.md"
-    tmp = report.with_name(f".report.md.partial-{os.getpid()}")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, report)
-    return report
+    with atomic_dir(out, replace=REPORT_DIR if overwrite else None) as tmp:
+        for _, name, plot in figures:
+            plot(tmp / name)
+        (tmp / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    return out / "report.md"
+
+
+def _is_report_dir(path: Path) -> bool:
+    """Whether ``path`` holds a ``report.md`` written by :func:`write_report`."""
+    try:
+        with (path / "report.md").open(encoding="utf-8") as f:
+            return f.readline().startswith(REPORT_TITLE)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+REPORT_DIR = Replaceable(lambda path: is_empty_dir(path) or _is_report_dir(path), "an evaluation report directory")
+"""What ``evaluate --report DIR --overwrite`` may replace."""
 
 
 def _doas_section(evaluation: Evaluation) -> str:

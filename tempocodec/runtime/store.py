@@ -14,11 +14,8 @@ A band without a model for it keeps its radiance losslessly and says so in ``tem
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,11 +26,12 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
+from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.codec.kernel import make_codec, make_numcodec
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.granule.l1b import NETCDF_FILE, RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 
@@ -41,6 +39,8 @@ STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv"}
 SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
+STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
+"""What ``compress --overwrite`` may replace."""
 
 ZarrFormat = Literal[2, 3]
 
@@ -103,16 +103,17 @@ def compress_granule(
 
     ``bands`` is ``uv``, ``vis`` or ``all``; ``model`` a model name or directory (default: the released model of
     each band, where there is one). The store is written beside ``dst`` under a temporary name and renamed
-    into place at the end, so an interrupted run leaves nothing and an existing ``dst`` is only replaced
-    (with ``overwrite``) by a complete store.
+    into place at the end (:mod:`tempocodec.atomic`), so an interrupted run leaves nothing; an existing ``dst``
+    is replaced only with ``overwrite``, only when it is a store (or an empty directory), and only by a complete
+    store. Without ``overwrite``, a ``dst`` that another run puts in place meanwhile is not replaced either.
     """
     dst = Path(dst)
     if bands not in BAND_CHOICES:
         raise TempocodecError(f"unknown band selection {bands!r}: choose one of {', '.join(BAND_CHOICES)}")
-    if dst.exists() and not overwrite:
-        raise TempocodecError(f"{dst} exists: pass --overwrite to replace it")
+    replace = STORE if overwrite else None
+    check_target(dst, replace)
     chosen = _models_for(BAND_CHOICES[bands], model)
-    with open_l1b(src) as granule, _staging(dst) as tmp:
+    with open_l1b(src) as granule, atomic_dir(dst, replace=replace) as tmp:
         present = [b for b in BAND_CHOICES[bands] if b in granule.band_names]
         if not present:
             raise TempocodecError(f"{granule.path}: none of the bands {', '.join(BAND_CHOICES[bands])} is in the file")
@@ -136,45 +137,6 @@ def _models_for(bands: tuple[str, ...], model: str | os.PathLike | None) -> dict
             raise TempocodecError(f"model {art.name} is for {art.band}, which is not among the bands asked for ({', '.join(bands)})")
         return {art.band: art}
     return {b: load_model(resolve_model(DEFAULT_MODELS[b])) for b in bands if b in DEFAULT_MODELS}
-
-
-@contextlib.contextmanager
-def _staging(dst: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path of ``dst``; on success it replaces ``dst``, on any failure it is removed."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(dst)
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
-def _remove_stale(dst: Path) -> None:
-    """Remove the staging leftovers of ``dst`` whose writing process is gone (a run killed with SIGKILL)."""
-    for leftover in dst.parent.glob(f".{dst.name}.partial-*"):
-        pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_root(tmp: Path, root: xr.Dataset, attrs: dict[str, Any], zarr_format: ZarrFormat, dtypes: dict[str, str]) -> None:
@@ -351,6 +313,18 @@ def open_root(path: Path) -> zarr.Group:
     return root
 
 
+def is_store(path: Path) -> bool:
+    """Whether ``path`` is a store this package wrote: a Zarr group (v2 or v3) whose root attribute ``tempocodec``
+    has a format ``tempocodec-store/...`` (this version or another)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            meta = zarr.open_group(path, mode="r").attrs.get("tempocodec")
+    except Exception:  # not a Zarr group, or an unreadable one
+        return False
+    return isinstance(meta, dict) and str(meta.get("format", "")).startswith(STORE_FORMAT.split("/")[0] + "/")
+
+
 def _stored_bytes(arr: zarr.Array) -> int:
     """Bytes of an array's stored chunk (or shard) objects."""
     return int(arr.nbytes_stored()) - _metadata_bytes(arr)
@@ -375,12 +349,13 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
 
 
 def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
-    """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst``."""
+    """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst`` (atomically; an existing
+    ``dst`` is replaced only with ``overwrite`` and only when it is a netCDF-4 file)."""
     from tempocodec.granule.l1b import write_l1b
 
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise TempocodecError(f"{dst} exists: pass --overwrite to replace it")
+    replace = NETCDF_FILE if overwrite else None
+    check_target(dst, replace)
     root = open_root(src)
     meta = root.attrs["tempocodec"]
     dtypes = meta.get("attribute_dtypes", {})
@@ -390,7 +365,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
     with dask_progress("decompress", enabled=progress):
-        write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands))
+        write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands), replace=replace)
     return dst
 
 

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -28,6 +27,7 @@ import torch
 from rich.console import Console
 from rich.progress import TextColumn
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import open_l1b
 from tempocodec.prepare.normalize import LogStats, is_valid, normalize
@@ -288,16 +288,14 @@ def validate(model: VAE, tiles: TileSet, batch_size: int, device: torch.device) 
 
 def _save(path: Path, payload: dict) -> None:
     """Write a checkpoint atomically (temporary file in the same directory, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        torch.save(payload, tmp)
 
 
 def _write_json(path: Path, data: dict) -> None:
     """Write JSON atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 @dataclass
@@ -594,9 +592,8 @@ def _prepare(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -
         if progress:
             Console(stderr=True).print(f"statistics over {len(train_paths)} training granules")
         mu, sigma = compute_stats(train_paths, config.band, config.vae_config().n_channels)
-        tmp = run_dir / ".normalization.tmp.npz"
-        np.savez(tmp, mu=mu, sigma=sigma)
-        os.replace(tmp, stats_path)
+        with atomic_file(stats_path, replace=ANY_FILE) as tmp, tmp.open("wb") as f:
+            np.savez(f, mu=mu, sigma=sigma)
     return train_paths, val_paths
 
 
