@@ -21,6 +21,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.atomic import check_target
 from tempocodec.granule.l1b import GEO_FILL, NETCDF_FILE, NetCDFLayout, write_netcdf
 from tempocodec.granule.l2 import FLOAT_FILL
+from tempocodec.runtime.store import reading
 from tempocodec.runtime.probes import (
     DEFAULT_BAND,
     PRODUCTS,
@@ -56,7 +57,8 @@ def query_store(store: str | os.PathLike, products: str | Iterable[str] = tuple(
     (``pixel_row_start``/``_stop`` along ``latent_row``, ``pixel_col_start``/``_stop`` along ``latent_col``).
     """
     names = check_products(products)
-    grid = latent_grid(store, band)
+    with reading(Path(store), band):
+        grid = latent_grid(store, band)
     art = _model_for(grid.latent.attrs["model"], grid.latent.attrs["model_sha256"], model)
     probes = load_probes(art)
     if probes.latent_channels != grid.latent.shape[0]:

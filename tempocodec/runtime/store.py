@@ -14,8 +14,10 @@ A band without a model for it keeps its radiance losslessly and says so in ``tem
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,7 @@ import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
+from dask.array.core import getter
 from zarr.codecs import BloscCodec
 
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
@@ -325,6 +328,46 @@ def is_store(path: Path) -> bool:
     return isinstance(meta, dict) and str(meta.get("format", "")).startswith(STORE_FORMAT.split("/")[0] + "/")
 
 
+@contextlib.contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn a fault in reading or decoding the stored data of ``path`` into a one-line error naming the store."""
+    try:
+        yield
+    except TempocodecError:
+        raise
+    except Exception as err:  # zarr, numcodecs and the shard index reader raise many types on damaged bytes
+        fault = " ".join(str(err).split())[:300]
+        raise TempocodecError(f"{path}: damaged store: cannot read {what} ({type(err).__name__}: {fault})") from None
+
+
+def _open_group(path: Path, group: str | None) -> xr.Dataset:
+    """One group of a store as a lazy Dataset, values raw, every block read through :func:`reading`."""
+    where = group or "the root group"
+
+    def read_block(array, key, asarray=True, lock=None):  # dask's getter, its faults named (store, array, block)
+        with reading(path, f"{_array_path(array) or where} block {_block_name(key)}"):
+            return getter(array, key, asarray=asarray, lock=lock)
+
+    with reading(path, where):
+        return xr.open_zarr(path, group=group, mask_and_scale=False, decode_times=False, consolidated=True,
+                            from_array_kwargs={"getitem": read_block})
+
+
+def _array_path(wrapped: object) -> str | None:
+    """The path in the store of the zarr array under xarray's lazy wrappers (None where it cannot be told)."""
+    for _ in range(8):
+        if isinstance(wrapped, zarr.Array):
+            return wrapped.path
+        inner = getattr(wrapped, "array", None)
+        wrapped = inner if inner is not None else getattr(wrapped, "_array", None)
+    return None
+
+
+def _block_name(key: tuple) -> str:
+    """A block's index, a tuple of slices, as ``[0:64, 0:512, 0:1028]``."""
+    return "[" + ", ".join(f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k) for k in key) + "]"
+
+
 def _stored_bytes(arr: zarr.Array) -> int:
     """Bytes of an array's stored chunk (or shard) objects."""
     return int(arr.nbytes_stored()) - _metadata_bytes(arr)
@@ -345,7 +388,7 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
     root = open_root(path)
     if band not in root.attrs["tempocodec"]["bands"]:
         raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(root.attrs['tempocodec']['bands'])})")
-    return xr.open_zarr(path, group=band, mask_and_scale=False, decode_times=False, consolidated=True)
+    return _open_group(path, band)
 
 
 def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
@@ -359,7 +402,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     root = open_root(src)
     meta = root.attrs["tempocodec"]
     dtypes = meta.get("attribute_dtypes", {})
-    root_ds = xr.open_zarr(src, mask_and_scale=False, decode_times=False, consolidated=True)
+    root_ds = _open_group(src, None)
     attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
     root_ds = _typed_vars(root_ds, "/", dtypes)
     root_ds.attrs = {}
