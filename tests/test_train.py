@@ -117,7 +117,8 @@ def _write_granules(directory, n: int, steps: int = 64, xtrack: int = 72) -> Non
 
     import xarray as xr
 
-    from tempocodec.granule.l1b import L1BGranule, l1b_filename, write_l1b
+    from tempocodec.granule.l1b import L1BGranule, write_l1b
+    from tempocodec.granule.naming import l1b_filename
 
     wavelength = np.linspace(290, 490, 1028)
     shape = 1e12 * (1 + 0.5 * np.sin(wavelength / 7.0)) * (wavelength / 400) ** 2

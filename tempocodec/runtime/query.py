@@ -18,7 +18,8 @@ from rich.table import Table
 
 from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import GEO_FILL, NetCDFLayout, write_netcdf
+from tempocodec.granule.l1b import GEO_FILL
+from tempocodec.granule.netcdf import NetCDFLayout, write_netcdf
 from tempocodec.granule.l2 import FLOAT_FILL
 from tempocodec.runtime.probes import (
     DEFAULT_BAND,

@@ -33,17 +33,14 @@ from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import (
     BANDS,
     GEO_FILL,
-    INT16_FILL,
-    INT32_FILL,
     L1B_BAND_VARS,
     RADIANCE_FILL,
     RADIANCE_UNITS,
-    TEMPO_EPOCH,
-    TIME_UNITS,
     L1BGranule,
-    l1b_filename,
     write_l1b,
 )
+from tempocodec.granule.naming import l1b_filename
+from tempocodec.granule.netcdf import INT16_FILL, INT32_FILL, TEMPO_EPOCH, TIME_UNITS
 from tempocodec.granule.l2 import FLOAT_FILL, L2Granule, l2_filename, write_l2
 from tempocodec.science.spectroscopy import (
     CROSS_SECTION_UNITS,
