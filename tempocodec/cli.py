@@ -189,7 +189,7 @@ def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> 
 def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int, band: str, quiet: bool) -> None:
     """Simulate TEMPO-like L1B granules and their L2 truth (NO2, HCHO, O3TOT, CLDO4) into OUT_DIR."""
     from tempocodec.progress import progress_bar
-    from tempocodec.simulator.simulate import write_simulated
+    from tempocodec.simulator import write_simulated
 
     bar = progress_bar(enabled=not quiet)
     task = bar.add_task("simulate", total=None)

@@ -16,7 +16,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.evaluation.evaluate import Evaluation, compare_arrays, evaluate_store, headline
 from tempocodec.granule.l1b import read_l1b
 from tempocodec.prepare.normalize import is_valid
-from tempocodec.simulator.simulate import write_simulated
+from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule, open_store, store_info
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models

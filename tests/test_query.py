@@ -16,7 +16,7 @@ from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.probes import PRODUCTS, latent_grid, load_probes
 from tempocodec.runtime.query import query_store, write_products
-from tempocodec.simulator.simulate import write_simulated
+from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule
 
 pytest_plugins = ["tiny_model_fixture", "probe_fixture"]

@@ -74,4 +74,3 @@ def parse_tempo_filename(name: str | os.PathLike) -> TempoName | None:
         scan=None if parts["scan"] is None else int(parts["scan"]),
         granule=None if parts["granule"] is None else int(parts["granule"]),
     )
-
