@@ -31,7 +31,8 @@ def main() -> None:
 @click.argument("granule", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--band", type=click.Choice(["uv", "vis", "all"]), default="uv", show_default=True, help="Bands to store.")
-@click.option("--model", default=None, help="Model name under models/ or a model directory (default: the released model of each band).")
+@click.option("--model", default=None, help="Model name (looked up in the trusted model directories) or a model directory "
+              "path (default: the released model of each band).")
 @click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
 @click.option("--drop-radiance-error", is_flag=True, help="Do not store radiance_error.")
@@ -241,7 +242,8 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
               help="Write the products to this netCDF file (default: print a summary).")
 @click.option("--kind", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Probe kind.")
 @click.option("--band", default="band_290_490_nm", show_default=True)
-@click.option("--model", default=None, help="Model directory or name with the probes (default: the store's model).")
+@click.option("--model", default=None, help="Model name or directory path with the probes (default: the model the "
+              "store names, looked up by name in the trusted model directories).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 def query_command(store: Path, products: str, output: Path | None, kind: str, band: str, model: str | None,
                   overwrite: bool) -> None:

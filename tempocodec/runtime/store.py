@@ -41,6 +41,10 @@ BAND_CHOICES = {"uv": ("band_290_490_nm",), "vis": ("band_540_740_nm",), "all": 
 TILE = 64
 SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
+MAX_ATTRIBUTE_CHARS = 65536
+"""Longest string dtype a store may record for an attribute (characters)."""
+_ATTRIBUTE_SIZES = {"i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (4, 8)}
+"""Bytes per element of the numeric dtypes netCDF attributes can have, by numpy kind."""
 
 ZarrFormat = Literal[2, 3]
 
@@ -383,7 +387,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
         raise TempocodecError(f"{dst} exists: pass --overwrite to replace it")
     root = open_root(src)
     meta = root.attrs["tempocodec"]
-    dtypes = meta.get("attribute_dtypes", {})
+    dtypes = _attribute_dtypes(meta.get("attribute_dtypes", {}), src)
     root_ds = xr.open_zarr(src, mask_and_scale=False, decode_times=False, consolidated=True)
     attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
     root_ds = _typed_vars(root_ds, "/", dtypes)
@@ -394,7 +398,37 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     return dst
 
 
-def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, str]) -> xr.Dataset:
+def _attribute_dtypes(record: Any, path: Path) -> dict[str, np.dtype]:
+    """The store's record of attribute dtypes (``/group/variable/attribute`` -> dtype name), each checked with
+    :func:`_netcdf_attribute_dtype`; raise naming the first that is refused."""
+    if not isinstance(record, dict):
+        raise TempocodecError(f"{path}: attribute_dtypes must map attribute keys to dtype names, got {record!r:.80}")
+    dtypes = {}
+    for key, name in record.items():
+        dtype = _netcdf_attribute_dtype(name)
+        if dtype is None:
+            raise TempocodecError(f"{path}: attribute {key!r:.80} has dtype {name!r:.80}; netCDF attributes are int8.."
+                                  f"uint64, float32, float64 or strings of at most {MAX_ATTRIBUTE_CHARS} characters")
+        dtypes[str(key)] = dtype
+    return dtypes
+
+
+def _netcdf_attribute_dtype(name: Any) -> np.dtype | None:
+    """The numpy dtype ``name`` when a netCDF attribute can have it (int8..uint64, float32, float64, a string of at
+    most :data:`MAX_ATTRIBUTE_CHARS` characters), else None: a store must not make the reader allocate, say, one 2 GB
+    ``S2000000000`` element or build object arrays."""
+    try:
+        dtype = np.dtype(name) if isinstance(name, str) else None
+    except (TypeError, ValueError):
+        return None
+    if dtype is None:
+        return None
+    if dtype.kind in "US":
+        return dtype if dtype.itemsize // (4 if dtype.kind == "U" else 1) <= MAX_ATTRIBUTE_CHARS else None
+    return dtype if dtype.itemsize in _ATTRIBUTE_SIZES.get(dtype.kind, ()) else None
+
+
+def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, np.dtype]) -> xr.Dataset:
     """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own notes dropped."""
     ds = ds.copy()
     for name in ds.variables:
@@ -410,12 +444,19 @@ def _attr_key(where: str, key: str) -> str:
     return f"{where.rstrip('/')}/{key}"
 
 
-def _typed_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> dict[str, Any]:
-    """Attributes with numeric values cast back to the dtypes recorded by :func:`_json_attrs`."""
+def _typed_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, np.dtype]) -> dict[str, Any]:
+    """Attributes with numeric values cast back to the dtypes recorded by :func:`_json_attrs`; strings take the
+    width of their values (never more than the JSON holds). Raise when a value does not fit its dtype."""
     out: dict[str, Any] = {}
     for key, value in attrs.items():
         if key == "tempocodec":
             continue
         dtype = dtypes.get(_attr_key(where, key))
-        out[key] = np.asarray(value, dtype=dtype)[()] if dtype else value
+        if dtype is None:
+            out[key] = value
+            continue
+        try:
+            out[key] = np.asarray(value, dtype=dtype.kind if dtype.kind in "US" else dtype)[()]
+        except (TypeError, ValueError, OverflowError) as err:
+            raise TempocodecError(f"attribute {_attr_key(where, key)!r}: {value!r:.80} is not {dtype} ({err})") from None
     return out

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tempocodec import __version__
-from tempocodec.runtime.artifacts import MODEL_FORMAT, identity_sha256, sha256_bytes
+from tempocodec.runtime.artifacts import MODEL_FORMAT, check_model_name, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
 from tempocodec.training.train import load_checkpoint
 from tempocodec.training.vae import VAE
@@ -151,6 +151,7 @@ def export_model(model: VAE, mu: np.ndarray, sigma: np.ndarray, out_dir: Path, *
     at the end; an existing ``out_dir`` is replaced only when ``overwrite`` is true. Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
+    check_model_name(name)
     mu, sigma = _check_stats(mu, sigma, model.config.n_channels)
     if out_dir.exists() and not overwrite:
         raise TempocodecError(f"{out_dir}: model directory exists (pass overwrite to replace it)")
