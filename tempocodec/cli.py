@@ -138,7 +138,8 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
     import json
     from dataclasses import asdict
 
-    from tempocodec.training.train import TrainConfig, train_run
+    from tempocodec.training.config import TrainConfig
+    from tempocodec.training.train import train_run
 
     saved = run_dir / "config.json"
     base = asdict(TrainConfig(data=str(data_dir)))

@@ -78,6 +78,7 @@ def test_metrics_equal_a_direct_numpy_computation(evaluation, arrays, store):
     np.testing.assert_allclose(m.median_abs_error, np.nanmedian(np.abs(err), axis=(0, 1)), rtol=HIST_RTOL)
     np.testing.assert_allclose(m.p99_abs_error, np.nanpercentile(np.abs(err), 99, axis=(0, 1)), rtol=HIST_RTOL)
     np.testing.assert_allclose(m.median_relative_error, np.nanmedian(np.abs(rel), axis=(0, 1)), rtol=HIST_RTOL)
+    np.testing.assert_allclose(m.mean_abs_relative_error, np.nanmean(np.abs(rel), axis=(0, 1)), rtol=1e-5)
     noise_used = np.where(used & (noise > 0) & is_valid(noise), noise, np.nan)
     np.testing.assert_allclose(m.median_noise, np.nanmedian(noise_used, axis=(0, 1)), rtol=HIST_RTOL)
     np.testing.assert_allclose(m.wavelength, arrays["wavelength"].mean(axis=0))

@@ -21,6 +21,7 @@ per-pixel quantities and every mean are exact.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,25 +172,17 @@ class SpectraAccumulator:
         """Accumulate spectra ``original``, ``decoded`` (and the original's ``radiance_error`` ``noise``) float
         ``(P, C)``; return their relative RMSE and spectral angle (mrad), float64 ``(P,)`` each, NaN for a
         spectrum without a used value."""
-        n = original.shape[0]
-        rrmse, angle = np.empty(n), np.empty(n)
-        for start in range(0, n, PIXELS_PER_PASS):
-            part = slice(start, start + PIXELS_PER_PASS)
+        rrmse, angle = np.empty(original.shape[0]), np.empty(original.shape[0])
+        for part in _passes(original.shape[0]):
             rrmse[part], angle[part] = self._add_pass(original[part], decoded[part],
                                                       None if noise is None else noise[part])
         return rrmse, angle
 
     def _add_pass(self, original: np.ndarray, decoded: np.ndarray,
                   noise: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`add` on at most :data:`PIXELS_PER_PASS` spectra (bounds the float32 temporaries)."""
-        original = original.astype(np.float32, copy=False)
-        decoded = decoded.astype(np.float32, copy=False)
-        used, lost = used_values(original, decoded)
+        """:meth:`add` on at most :data:`PIXELS_PER_PASS` spectra."""
+        used, lost, o, d, error, rel = _masked_errors(original, decoded)
         self.decoded_fill += int(np.count_nonzero(lost))
-        o = np.where(used, original, np.float32(0))
-        d = np.where(used, decoded, np.float32(0))
-        error = d - o
-        rel = error / np.where(used, o, np.float32(1))
         abs_error, abs_rel = np.abs(error), np.abs(rel)
         self._add_histograms(o, abs_error, noise, used)
         rel_sq = np.square(rel)
@@ -243,6 +236,34 @@ class SpectraAccumulator:
             max_relative_error=self.max_rel,
             max_abs_error=self.max_abs,
         )
+
+
+def spectrum_errors(original: np.ndarray, decoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What :meth:`SpectraAccumulator.add` returns for spectra ``(P, C)``, without accumulating anything (for a
+    baseline that needs only the per-spectrum relative RMSE and spectral angle)."""
+    rrmse, angle = np.empty(original.shape[0]), np.empty(original.shape[0])
+    for part in _passes(original.shape[0]):
+        used, _, o, d, _, rel = _masked_errors(original[part], decoded[part])
+        rrmse[part], angle[part] = _per_spectrum(o, d, np.square(rel), used.sum(axis=1))
+    return rrmse, angle
+
+
+def _passes(n: int) -> Iterator[slice]:
+    """Slices of at most :data:`PIXELS_PER_PASS` spectra covering ``n`` (bounds the float32 temporaries)."""
+    for start in range(0, n, PIXELS_PER_PASS):
+        yield slice(start, start + PIXELS_PER_PASS)
+
+
+def _masked_errors(original: np.ndarray, decoded: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(used, lost, o, d, e, r)`` of spectra ``(P, C)``: the masks of :func:`used_values`, the float32 spectra
+    ``o``, ``d``, the error ``e = d − o`` and the relative error ``r = e / o``, all zero where not used."""
+    original = original.astype(np.float32, copy=False)
+    decoded = decoded.astype(np.float32, copy=False)
+    used, lost = used_values(original, decoded)
+    o = np.where(used, original, np.float32(0))
+    d = np.where(used, decoded, np.float32(0))
+    error = d - o
+    return used, lost, o, d, error, error / np.where(used, o, np.float32(1))
 
 
 def _per_spectrum(o: np.ndarray, d: np.ndarray, rel_sq: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
