@@ -1,7 +1,7 @@
 """Held-out error of a released model, written into its model card: the one command behind the card's numbers.
 
 Compresses every L1B granule in ``--data`` with the model (float16 latents, as ``tempocodec compress`` does),
-evaluates each store against its original with :func:`tempocodec.evaluation.evaluate.evaluate_store`, and writes
+evaluates each store against its original with :func:`tempocodec.evaluation.run.evaluate_store`, and writes
 
 - ``MODEL_DIR/heldout_per_channel.csv``: per channel, the pixel-weighted mean over granules of each granule's
   relative RMSE and noise ratio (RMSE / median radiance_error), and the mean over granules of the median |relative
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tempocodec.runtime.artifacts import load_model, record_files, write_card_section
-from tempocodec.evaluation.evaluate import Evaluation, evaluate_store
+from tempocodec.evaluation.run import Evaluation, evaluate_store
 from tempocodec.runtime.store import compress_granule
 
 CARD_SECTION = "Held-out evaluation"

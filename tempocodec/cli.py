@@ -139,7 +139,8 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
     import json
     from dataclasses import asdict
 
-    from tempocodec.training.train import TrainConfig, train_run
+    from tempocodec.training.config import TrainConfig
+    from tempocodec.training.train import train_run
 
     saved = run_dir / "config.json"
     base = asdict(TrainConfig(data=str(data_dir)))
@@ -273,7 +274,8 @@ def evaluate_command(original: Path, store: Path, report_dir: Path | None, band:
     from rich.console import Console
     from rich.table import Table
 
-    from tempocodec.evaluation.evaluate import evaluate_store, summary_rows, write_report
+    from tempocodec.evaluation.run import evaluate_store
+    from tempocodec.evaluation.summary import summary_rows
     from tempocodec.runtime.store import BAND_CHOICES
 
     evaluation = evaluate_store(original, store, band=BAND_CHOICES[band][0], progress=not quiet)
@@ -285,4 +287,6 @@ def evaluate_command(original: Path, store: Path, report_dir: Path | None, band:
             table.add_row(name, value)
         Console().print(table)
     if report_dir is not None:
+        from tempocodec.evaluation.report import write_report  # loads matplotlib
+
         click.echo(f"wrote {write_report(evaluation, report_dir)}")

@@ -26,7 +26,7 @@ from torch import nn
 from tempocodec import __version__
 from tempocodec.runtime.artifacts import MODEL_FORMAT, check_model_name, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
-from tempocodec.training.train import load_checkpoint
+from tempocodec.training.checkpoints import load_checkpoint
 from tempocodec.training.vae import VAE
 
 ONNX_OPSET = 17
