@@ -180,6 +180,56 @@ def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> 
     click.echo(f"wrote model {name} to {out}")
 
 
+@main.command("train-block")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--steps", type=int, default=3000, show_default=True, help="Optimizer steps in all.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Crops per step (per process).")
+@click.option("--crop", type=int, default=32, show_default=True, help="Crop side in pixels (multiple of 4).")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--hidden", type=int, default=160, show_default=True, help="Width of the residual networks.")
+@click.option("--depth", type=int, default=2, show_default=True, help="3×3 layers in each residual network.")
+@click.option("--eval-every", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--time-limit", type=float, default=None, help="Pause after this many seconds (continue with --resume).")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR.")
+def train_block_command(data_dir: Path, run_dir: Path, steps: int, batch_size: int, crop: int, lr: float, hidden: int,
+                        depth: int, eval_every: int, seed: int, time_limit: float | None, resume: bool) -> None:
+    """Train the basis-block VAE on the coefficient cache DATA_DIR (scripts/make_training_data.py) into RUN_DIR.
+
+    Runs data-parallel under torchrun: ``torchrun --nproc_per_node N -m tempocodec train-block ...``.
+    """
+    try:
+        from tempocodec.training.block_train import BlockTrainConfig, load_basis, train_block
+        from tempocodec.training.blockvae import BlockVAEConfig
+    except ImportError as err:
+        raise TempocodecError(f"training needs PyTorch: pip install 'tempocodec[train]' ({err})") from None
+    if crop % 4 or crop < 4:
+        raise TempocodecError(f"--crop {crop}: expected a positive multiple of 4")
+    basis = load_basis(data_dir)
+    model = BlockVAEConfig(n_channels=basis["components"].shape[1], basis_components=basis["components"].shape[0],
+                           hidden=hidden, depth=depth)
+    config = BlockTrainConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, eval_every=eval_every, seed=seed)
+    state = train_block(data_dir, run_dir, model, config, resume=resume, time_limit=time_limit)
+    if not state["finished"]:
+        click.echo(f"paused at step {state['step']} of {steps}; continue with --resume")
+    else:
+        click.echo(f"done: {state['step']} steps, best validation RMS log error {state['best']:.5f}")
+
+
+@main.command("export-block")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name written into the manifest.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+def export_block_command(run_dir: Path, data_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
+    """Export the best checkpoint of the basis-block run RUN_DIR (trained on DATA_DIR) as the model OUT_DIR."""
+    from tempocodec.training.export import export_block_run
+
+    click.echo(f"wrote model {name} to {export_block_run(run_dir, data_dir, out_dir, name=name, overwrite=overwrite)}")
+
+
 @main.command("simulate")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--rows", type=int, required=True, help="Mirror steps per granule.")

@@ -46,7 +46,8 @@ class SceneConfig:
     (xtrack, channel) detector pixels flagged ``bad_pixel`` with fill in every step; ``transient_fraction``: share
     of samples hit by a transient (a spike, flagged ``transient_pixel``, value kept). ``cloud_cover``: share of
     the scene under cloud decks (None: drawn per scene). ``lat_range``/``lon_range``: where the granule centre
-    may fall (degrees).
+    may fall (degrees); ``sza_range``: the solar zenith angle (degrees) the granule centre must have at the middle
+    of the scan (dates and times are redrawn until it does, up to 200 draws).
     """
 
     rows: int
@@ -60,6 +61,7 @@ class SceneConfig:
     cloud_cover: float | None = None
     lat_range: tuple[float, float] = (26.0, 49.0)
     lon_range: tuple[float, float] = (-122.0, -72.0)
+    sza_range: tuple[float, float] = (0.0, 75.0)
 
     def __post_init__(self) -> None:
         for label, value in (("rows", self.rows), ("cols", self.cols)):
@@ -69,6 +71,8 @@ class SceneConfig:
             raise TempocodecError(f"simulate: seed must be a non-negative integer, got {self.seed!r}")
         if self.cloud_cover is not None and not 0.0 <= self.cloud_cover <= 1.0:
             raise TempocodecError(f"simulate: cloud_cover must be in [0, 1], got {self.cloud_cover}")
+        if not 0.0 <= self.sza_range[0] < self.sza_range[1] <= 85.0:
+            raise TempocodecError(f"simulate: sza_range must satisfy 0 <= low < high <= 85, got {self.sza_range}")
 
 
 def resolve_bands(bands: str | Sequence[str]) -> tuple[str, ...]:

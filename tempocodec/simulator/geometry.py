@@ -168,18 +168,20 @@ def tempo_seconds(when: datetime) -> float:
 
 def make_geometry(rng: np.random.Generator, config: SceneConfig) -> Geometry:
     """Granule centre, date and time drawn from ``rng``: an east-to-west scan of ``rows`` mirror steps, each a
-    north-south slit of ``cols`` pixels (xtrack increasing northward), daytime with centre SZA ≤ 75°."""
+    north-south slit of ``cols`` pixels (xtrack increasing northward), daytime with the centre SZA in ``config.sza_range``."""
     rows, cols = config.rows, config.cols
     lat_c = rng.uniform(*config.lat_range)
     lon_c = rng.uniform(*config.lon_range)
     first_day = datetime(2023, 8, 2, tzinfo=UTC)
-    for _ in range(50):
+    low, high = config.sza_range
+    # the default range keeps the original 50 draws so default scenes stay bit-for-bit what they were
+    for _ in range(50 if config.sza_range == (0.0, 75.0) else 200):
         day = first_day + timedelta(days=int(rng.integers(0, 880)))
-        local_hours = rng.uniform(8.5, 16.0)
+        local_hours = rng.uniform(8.5, 16.0) if high <= 75.0 else rng.uniform(6.5, 18.0)
         start = day + timedelta(hours=local_hours - lon_c / 15.0 - rows * STEP_SECONDS / 7200.0)
         start = start.replace(microsecond=0)
         middle = start.timestamp() + rows * STEP_SECONDS / 2.0
-        if solar_angles(np.array(lat_c), np.array(lon_c), np.array(middle))[0] <= 75.0:
+        if low <= solar_angles(np.array(lat_c), np.array(lon_c), np.array(middle))[0] <= high:
             break
     x_c, y_c = latlon_to_geo(lat_c, lon_c)
     k = np.arange(rows + 1, dtype=np.float64) - 0.5

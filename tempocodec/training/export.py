@@ -257,3 +257,19 @@ def export_run(run_dir: Path, out_dir: Path, *, name: str, overwrite: bool = Fal
     config = checkpoint["config"]
     return export_model(model, mu, sigma, out_dir, name=name, band=config["band"], card=card_from_summary(summary),
                         config=config, overwrite=overwrite)
+
+
+def export_block_run(run_dir: Path, data_dir: Path, out_dir: Path, *, name: str, card: dict | None = None,
+                     overwrite: bool = False) -> Path:
+    """Export ``best.pt`` of a basis-block run (:mod:`tempocodec.training.block_train`) with the normalization of its
+    data directory as the model directory ``out_dir``."""
+    from tempocodec.training.block_train import load_basis, load_block_checkpoint
+
+    checkpoint = Path(run_dir) / "best.pt"
+    if not checkpoint.is_file():
+        raise TempocodecError(f"{checkpoint}: missing (train the run first)")
+    basis = load_basis(Path(data_dir))
+    model = load_block_checkpoint(checkpoint)
+    config = {"data": str(data_dir), "basis_explained": float(basis["explained"].sum())}
+    return export_model(model, basis["mu"], basis["sigma"], out_dir, name=name, band=str(basis["band"]), card=card,
+                        config=config, overwrite=overwrite)
