@@ -6,6 +6,8 @@ seed written down here, and :func:`simulate_band` rebuilds its radiance bit for 
 - training: ``n`` scenes of 64×64 pixels, seeds ``TRAIN_SEED + i``, granule centre 15–60°N, centre SZA 0–80°,
   every date of 2023-08 … 2026-01 (all seasons), cloud cover drawn per scene (clear to overcast);
 - validation: 32 scenes like training, seeds ``VALID_SEED + i``;
+- probes: scenes like training but written as granules with their L2 truth (:func:`probe_scenes`), seeds
+  ``PROBE_SEED + i``;
 - held-out (never used for fitting or tuning): :func:`heldout_scenes`, 128×256 pixels: six typical scenes and two
   winter-like high-SZA scenes (40–50°N, centre SZA 70–80°).
 
@@ -30,6 +32,7 @@ from tempocodec.simulator import SceneConfig, simulate_granule
 
 TRAIN_SEED = 100_000
 VALID_SEED = 800_000
+PROBE_SEED = 700_000
 HELDOUT_SEED = 900_000
 TRAIN_SIZE = 64
 WIDE_LATITUDES = (15.0, 60.0)
@@ -39,6 +42,12 @@ WIDE_SZA = (0.0, 80.0)
 def training_scene(seed: int, size: int = TRAIN_SIZE) -> SceneConfig:
     """A training/validation scene: ``size``×``size`` pixels, 15–60°N, centre SZA 0–80°."""
     return SceneConfig(rows=size, cols=size, seed=seed, lat_range=WIDE_LATITUDES, sza_range=WIDE_SZA)
+
+
+def probe_scenes(n: int, rows: int = 64, cols: int = 128) -> list[SceneConfig]:
+    """The probes' training scenes: ``n`` scenes like the training set, ``rows``×``cols`` pixels."""
+    return [SceneConfig(rows=rows, cols=cols, seed=PROBE_SEED + i, lat_range=WIDE_LATITUDES, sza_range=WIDE_SZA)
+            for i in range(n)]
 
 
 def heldout_scenes(rows: int = 128, cols: int = 256) -> list[SceneConfig]:
