@@ -1,4 +1,4 @@
-"""Tests for tempocodec.codec.kernel: both codec faces, Zarr v3 (plain, sharded) and v2 stores, xarray, dask, failures."""
+"""Tests for tempocodec.codec (config, kernel, zarr3, numcodec): both codec faces, Zarr v3 (plain, sharded) and v2 stores, xarray, dask, failures."""
 
 import array
 import json
@@ -17,16 +17,12 @@ import zarr.registry
 from numcodecs.tests.common import check_config
 from tiny_model import SMALL_CHANNELS, radiance, reference_roundtrip
 
-import tempocodec.codec.kernel as codec_module
+import tempocodec.codec.kernel as kernel_module
 from tempocodec.codec import payload
+from tempocodec.codec.config import RADIANCE_FILL
+from tempocodec.codec.numcodec import VAENumcodec, make_numcodec
+from tempocodec.codec.zarr3 import VAECodec, make_codec
 from tempocodec.runtime.artifacts import MODELS_ENV, load_model
-from tempocodec.codec.kernel import (
-    RADIANCE_FILL,
-    VAECodec,
-    VAENumcodec,
-    make_codec,
-    make_numcodec,
-)
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import is_valid
 
@@ -202,13 +198,13 @@ def test_edge_chunk_stores_only_the_latents_covering_valid_pixels(tiny_models, t
 
 def test_minibatch_goes_through_the_model_in_one_call(tiny_models, tmp_path, monkeypatch):
     calls = []
-    run = codec_module._run
+    run = kernel_module._run
 
     def counting(art, which, inputs, name, output):
         calls.append((which, len(inputs)))
         return run(art, which, inputs, name, output)
 
-    monkeypatch.setattr(codec_module, "_run", counting)
+    monkeypatch.setattr(kernel_module, "_run", counting)
     x = radiance((128, 192, SMALL_CHANNELS))
     with zarr.config.set({"codec_pipeline.batch_size": 6}):
         v3_array(tmp_path / "b.zarr", shape=x.shape)[:] = x

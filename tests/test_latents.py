@@ -6,7 +6,9 @@ import zarr
 from tiny_model import SMALL_CHANNELS, radiance, reference_latent
 
 from tempocodec.codec import payload
-from tempocodec.codec.kernel import RADIANCE_FILL, make_codec, make_numcodec
+from tempocodec.codec.config import RADIANCE_FILL
+from tempocodec.codec.numcodec import make_numcodec
+from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.codec.latents import read_latents
 from tempocodec.prepare.normalize import is_valid

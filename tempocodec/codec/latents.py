@@ -21,7 +21,9 @@ from zarr.core.sync import sync
 from zarr.storage._common import StorePath
 
 from tempocodec.codec import payload
-from tempocodec.codec.kernel import CodecConfig, VAECodec, VAENumcodec
+from tempocodec.codec.config import CodecConfig
+from tempocodec.codec.numcodec import VAENumcodec
+from tempocodec.codec.zarr3 import VAECodec
 from tempocodec.errors import TempocodecError
 
 ChunkBytes = dict[tuple[int, int], bytes]

@@ -30,7 +30,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.codec.kernel import make_codec, make_numcodec
+from tempocodec.codec.numcodec import make_numcodec
+from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.progress import dask_progress
