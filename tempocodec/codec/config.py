@@ -155,6 +155,12 @@ class CodecConfig:
             data["fill_value"] = self.fill_value
         return data
 
+    def summary(self) -> str:
+        """The configuration in a few words for a codec's ``repr``: model, abbreviated sha256, tile, latent dtype, and
+        the fill value when set (the statistics, 2 × ``n_channels`` floats, are left out)."""
+        text = f"model={self.model!r}, sha256='{self.model_sha256[:8]}…', tile={self.tile}, latent_dtype={self.latent_dtype!r}"
+        return text if self.fill_value is None else f"{text}, fill_value={self.fill_value!r}"
+
     def artifacts(self) -> ModelArtifacts:
         """The model this configuration names, checked to have its sha256 and statistics (cached per process)."""
         return _verified_model(self.model, self.model_sha256, self.mu, self.sigma)

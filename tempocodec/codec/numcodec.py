@@ -45,8 +45,7 @@ class VAENumcodec(Codec):
         return {"id": self.codec_id, **self._config.to_json()}
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{key}={value!r}" for key, value in self._config.to_json().items())
-        return f"{type(self).__name__}({params})"
+        return f"{type(self).__name__}({self._config.summary()})"
 
     def encode(self, buf: Any) -> bytes:
         """One chunk (float32 array of the chunk shape, or its raw bytes) -> payload bytes."""

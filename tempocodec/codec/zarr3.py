@@ -54,6 +54,9 @@ class VAECodec(ArrayBytesCodec):
             raise TempocodecError(f"{CODEC_NAME}: codec metadata must be {{'name': {CODEC_NAME!r}, 'configuration': {{...}}}}")
         return cls(**data["configuration"])
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config.summary()})"
+
     def to_dict(self) -> dict[str, Any]:
         """The ``zarr.json`` entry of this codec."""
         return {"name": CODEC_NAME, "configuration": self.config.to_json()}
