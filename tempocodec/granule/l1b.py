@@ -272,6 +272,8 @@ class NetCDFSource:
                 var.set_auto_maskandscale(False)
                 var.set_auto_chartostring(False)
                 return np.asarray(var[key])
+            except TempocodecError:  # the file would not open: already one line naming it
+                raise
             except (OSError, RuntimeError, KeyError, IndexError, ValueError) as err:
                 where = f"{group}/{name}" if group else name
                 raise TempocodecError(f"{self.path}: cannot read {where}: {_one_line(err)}") from None
@@ -646,6 +648,8 @@ def _set_attrs(
     for key, value in attrs.items():
         try:
             obj.setncattr(str(key), _attr_value(path, where, str(key), value))
+        except TempocodecError:  # already one line naming the attribute
+            raise
         except (OSError, RuntimeError, ValueError, TypeError, KeyError) as err:
             raise TempocodecError(f"{path}: cannot write attribute {where}:{key}: {_one_line(err)}") from None
 
@@ -746,12 +750,12 @@ class L1BFile:
             with HDF5_LOCK:
                 _check_bands(self.path, self._source.group(None), self.band_names)
             root = read_group(self._source, None, skipped=self.skipped)
+        except TempocodecError:  # before ValueError, which it is
+            self._source.close()
+            raise
         except (OSError, RuntimeError, KeyError, ValueError, AttributeError) as err:
             self._source.close()
             raise TempocodecError(f"{self.path}: cannot read the L1B layout: {_one_line(err)}") from None
-        except TempocodecError:
-            self._source.close()
-            raise
         self.attrs = dict(root.attrs)
         root.attrs = {}
         self.root = root
