@@ -22,9 +22,9 @@ from tempocodec.codec import payload
 from tempocodec.codec.config import RADIANCE_FILL
 from tempocodec.codec.numcodec import VAENumcodec, make_numcodec
 from tempocodec.codec.zarr3 import VAECodec, make_codec
-from tempocodec.runtime.artifacts import MODELS_ENV, load_model
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import is_valid
+from tempocodec.runtime.artifacts import MODELS_ENV, load_model
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 

@@ -20,7 +20,12 @@ import numpy as np
 
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import RADIANCE_FILL as L1B_RADIANCE_FILL
-from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
+from tempocodec.runtime.artifacts import (
+    ModelArtifacts,
+    find_model,
+    load_model,
+    resolve_model,
+)
 
 CODEC_NAME = "tempocodec.vae"
 CODEC_ID = "tempocodec_vae"
