@@ -43,7 +43,8 @@ def granule(shape=SHAPE, fill=RADIANCE_FILL):
 
 
 def invalid(original, fill):
-    return ~is_valid(original) | (original == np.float32(fill))
+    """The codec's rule without a valid range: not finite, not positive, ``>= 1e30``, or the fill value."""
+    return ~is_valid(original) | (original <= 0) | (original == np.float32(fill))
 
 
 def assert_decoded(model_dir, original, decoded, fill, tile=64):
@@ -143,6 +144,21 @@ def test_v3_codec_dict_round_trip_and_entry_point(tiny_models):
         make_codec("tiny", latent_dtype="int8")
 
 
+def test_valid_range_is_optional_in_the_configuration_and_checked(tiny_models):
+    plain = make_codec("tiny").to_dict()["configuration"]
+    assert not {"fill_value", "valid_min", "valid_max"} & set(plain)  # stores written before these keys decode alike
+    assert (VAECodec(**plain).config.valid_min, VAECodec(**plain).config.valid_max) == (None, None)
+    ranged = make_codec("tiny", fill_value=-1e30, valid_min=1, valid_max=1e14)
+    data = json.loads(json.dumps(ranged.to_dict()))
+    assert (data["configuration"]["valid_min"], data["configuration"]["valid_max"]) == (1.0, 1e14)
+    assert VAECodec.from_dict(data) == ranged
+    assert numcodecs.get_codec(make_numcodec("tiny", valid_max=5e13).get_config()).config.valid_max == 5e13
+    with pytest.raises(TempocodecError, match="'valid_min' 2.0 is above 'valid_max' 1.0"):
+        make_codec("tiny", valid_min=2, valid_max=1)
+    with pytest.raises(TempocodecError, match="'valid_max' must be a finite float32 number"):
+        make_numcodec("tiny", valid_max=1e39)
+
+
 @pytest.mark.parametrize("factory", [make_codec, make_numcodec])
 def test_codecs_pickle_small_and_equal(tiny_models, factory):
     codec = factory("tiny1028")
@@ -151,8 +167,9 @@ def test_codecs_pickle_small_and_equal(tiny_models, factory):
     assert len(blob) < 40_000
 
 
-def v3_array(path, model="tiny", shape=SHAPE, shards=None, fill=RADIANCE_FILL, codec_fill=None, dtype="float32", chunks=None):
-    codec = make_codec(model, fill_value=codec_fill)
+def v3_array(path, model="tiny", shape=SHAPE, shards=None, fill=RADIANCE_FILL, codec_fill=None, dtype="float32", chunks=None,
+             **valid_range):
+    codec = make_codec(model, fill_value=codec_fill, **valid_range)
     return zarr.create_array(
         store=path, shape=shape, dtype=dtype, chunks=chunks or (64, 64, shape[2]), shards=shards,
         serializer=codec, compressors=None, fill_value=fill,
@@ -180,6 +197,54 @@ def test_v3_nan_fill_array_decodes_invalid_to_nan_unless_the_codec_names_a_fill(
     assert np.isnan(decoded[unstored]).all()
     decoded[unstored] = -7.0
     np.testing.assert_array_equal(decoded == np.float32(-7.0), invalid(x, np.nan))
+
+
+def spoiled(fill):
+    """Radiance with a NaN pixel, a block of ``fill`` pixels, an infinite, a negative pixel and zero elements."""
+    x = radiance(SHAPE, seed=1)
+    x[10, 20] = np.nan
+    x[70:74, 5:9] = fill
+    x[100, 195, 3] = np.inf
+    x[3, 3] = -5.0
+    x[5, 70, :4] = 0.0
+    x[40, 150, 2] = -1e-3
+    return x
+
+
+def write_and_read(path, x, face, fill, **valid_range):
+    """``x`` through one codec face that names ``fill``, read back raw. The v3 array's own fill value is NaN, as when
+    xarray writes it (it keeps ``_FillValue`` as an attribute); the v2 array's is ``fill``."""
+    if face == "v3":
+        arr = v3_array(path, fill=np.nan, codec_fill=fill, **valid_range)
+    else:
+        arr = zarr.create_array(store=path, shape=x.shape, dtype="float32", chunks=(64, 64, x.shape[2]), zarr_format=2,
+                                compressors=[make_numcodec("tiny", fill_value=fill, **valid_range)], filters=None,
+                                fill_value=fill)
+    arr[:] = x
+    return zarr.open_array(path, mode="r")[:]
+
+
+@pytest.mark.parametrize("face", ["v3", "v2"])
+@pytest.mark.parametrize("fill", [-1e30, 0.0, RADIANCE_FILL, 1.0], ids=["-1e30", "zero", "tempo", "one"])
+def test_source_fill_and_non_positive_radiance_are_invalid_and_never_reach_the_encoder(tiny_models, tmp_path, face, fill):
+    x = spoiled(fill)
+    bad = ~np.isfinite(x) | (x <= 0) | (np.abs(x) >= 1e30) | (x == np.float32(fill))
+    decoded = write_and_read(tmp_path / "a.zarr", x, face, fill)
+    np.testing.assert_array_equal(decoded == np.float32(fill), bad)
+    # valid elements decode exactly as when every invalid one was NaN: nothing of the fill reached the encoder
+    clean = write_and_read(tmp_path / "clean.zarr", np.where(bad, np.float32(np.nan), x), face, RADIANCE_FILL)
+    np.testing.assert_array_equal(decoded[~bad], clean[~bad])
+
+
+@pytest.mark.parametrize("face", ["v3", "v2"])
+def test_elements_outside_the_valid_range_are_invalid_and_decoded_values_lie_inside_it(tiny_models, tmp_path, face):
+    x = radiance(SHAPE, seed=1)
+    lo, hi = (float(np.float32(q)) for q in np.quantile(x, [0.1, 0.9]))
+    bad = (x < np.float32(lo)) | (x > np.float32(hi))
+    decoded = write_and_read(tmp_path / "a.zarr", x, face, RADIANCE_FILL, valid_min=lo, valid_max=hi)
+    np.testing.assert_array_equal(decoded == np.float32(RADIANCE_FILL), bad)
+    clean = write_and_read(tmp_path / "clean.zarr", np.where(bad, np.float32(np.nan), x), face, RADIANCE_FILL)
+    np.testing.assert_array_equal(decoded[~bad], np.clip(clean[~bad], np.float32(lo), np.float32(hi)))
 
 
 def test_v2_store_round_trip_with_edge_chunks(tiny_models, tmp_path):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import BytesCodec, ShardingCodec
 from tiny_model import SMALL_CHANNELS, radiance, reference_latent
+from zarr.codecs import BytesCodec, ShardingCodec
 
 from tempocodec.codec import payload
 from tempocodec.codec.config import RADIANCE_FILL

@@ -33,6 +33,7 @@ LATENT_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 RADIANCE_FILL = float(L1B_RADIANCE_FILL)
 _WHERE = f"{CODEC_NAME} codec configuration"
 _HEX = frozenset("0123456789abcdef")
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _f32(value: float) -> float:
@@ -96,9 +97,17 @@ def parse_optional_float(data: object, key: str) -> float | None:
         value = float(data)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         value = math.nan
-    if not math.isfinite(value) or not math.isfinite(np.float32(value)):
+    if not abs(value) <= _F32_MAX:  # NaN, infinities and what float32 would make infinite
         raise TempocodecError(f"{_WHERE}: '{key}' must be a finite float32 number, got {data!r}")
     return _f32(value)
+
+
+def parse_valid_range(valid_min: object, valid_max: object) -> tuple[float | None, float | None]:
+    """The source's declared valid radiance range: each bound None or a finite float32, ``valid_min <= valid_max``."""
+    lo, hi = parse_optional_float(valid_min, "valid_min"), parse_optional_float(valid_max, "valid_max")
+    if lo is not None and hi is not None and lo > hi:
+        raise TempocodecError(f"{_WHERE}: 'valid_min' {lo} is above 'valid_max' {hi}")
+    return lo, hi
 
 
 # --------------------------------------------------------------------------------------------------- the spec
@@ -109,7 +118,10 @@ class CodecConfig:
     """What both codec faces store in the array metadata (JSON-able once lists replace tuples).
 
     ``mu``, ``sigma``: the model's float32 normalization ``(n_channels,)``; ``tile``: chunk ``(rows, cols)`` in pixels;
-    ``fill_value``: the value invalid elements decode to (None: the array's fill value, v3 only).
+    ``fill_value``: the source's fill value, which marks invalid elements on encode and which every invalid element
+    decodes to (None: the array's fill value, v3 only); ``valid_min``, ``valid_max``: the source's declared valid range
+    in radiance units (None: no bound beyond ``0 < L < 1e30``). The last three are optional keys in the JSON (stores
+    written before they existed decode as before).
     """
 
     model: str
@@ -119,13 +131,16 @@ class CodecConfig:
     latent_dtype: str
     tile: tuple[int, int]
     fill_value: float | None
+    valid_min: float | None = None
+    valid_max: float | None = None
 
     @classmethod
     def parse(cls, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
-              latent_dtype: str = "float16", tile: Sequence[int] = (64, 64),
-              fill_value: float | None = None) -> CodecConfig:
+              latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
+              valid_min: float | None = None, valid_max: float | None = None) -> CodecConfig:
         """Check and normalize raw configuration values (from JSON or from Python)."""
         mu_t, sigma_t = parse_statistics(mu, sigma)
+        lo, hi = parse_valid_range(valid_min, valid_max)
         return cls(
             model=parse_model(model),
             model_sha256=parse_sha256(model_sha256),
@@ -134,6 +149,8 @@ class CodecConfig:
             latent_dtype=parse_latent_dtype(latent_dtype),
             tile=parse_tile(tile),
             fill_value=parse_optional_float(fill_value, "fill_value"),
+            valid_min=lo,
+            valid_max=hi,
         )
 
     @property
@@ -147,7 +164,7 @@ class CodecConfig:
         return (*self.tile, self.n_channels)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-able configuration (``fill_value`` left out when None)."""
+        """JSON-able configuration (``fill_value``, ``valid_min``, ``valid_max`` left out when None)."""
         data: dict[str, Any] = {
             "model": self.model,
             "model_sha256": self.model_sha256,
@@ -156,15 +173,15 @@ class CodecConfig:
             "latent_dtype": self.latent_dtype,
             "tile": list(self.tile),
         }
-        if self.fill_value is not None:
-            data["fill_value"] = self.fill_value
-        return data
+        optional = {"fill_value": self.fill_value, "valid_min": self.valid_min, "valid_max": self.valid_max}
+        return data | {key: value for key, value in optional.items() if value is not None}
 
     def summary(self) -> str:
         """The configuration in a few words for a codec's ``repr``: model, abbreviated sha256, tile, latent dtype, and
-        the fill value when set (the statistics, 2 × ``n_channels`` floats, are left out)."""
+        the fill value and valid range when set (the statistics, 2 × ``n_channels`` floats, are left out)."""
         text = f"model={self.model!r}, sha256='{self.model_sha256[:8]}…', tile={self.tile}, latent_dtype={self.latent_dtype!r}"
-        return text if self.fill_value is None else f"{text}, fill_value={self.fill_value!r}"
+        optional = {"fill_value": self.fill_value, "valid_min": self.valid_min, "valid_max": self.valid_max}
+        return "".join([text, *(f", {key}={value!r}" for key, value in optional.items() if value is not None)])
 
     def artifacts(self) -> ModelArtifacts:
         """The model this configuration names, checked to have its sha256 and statistics (cached per process)."""
@@ -190,8 +207,11 @@ def _verified_model(name: str, sha256: str, mu: tuple[float, ...], sigma: tuple[
 
 
 def model_config(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16",
-                 fill_value: float | None = None) -> dict[str, Any]:
-    """Codec keyword arguments for ``model``: artifacts given directly, or loaded from a model name or directory."""
+                 fill_value: float | None = None, valid_min: float | None = None,
+                 valid_max: float | None = None) -> dict[str, Any]:
+    """Codec keyword arguments for ``model`` (artifacts given directly, or loaded from a model name or directory) and
+    the source's fill value and valid range."""
     art = model if isinstance(model, ModelArtifacts) else load_model(resolve_model(model))
     return {"model": art.name, "model_sha256": art.sha256, "mu": art.mu, "sigma": art.sigma,
-            "latent_dtype": latent_dtype, "tile": (art.tile, art.tile), "fill_value": fill_value}
+            "latent_dtype": latent_dtype, "tile": (art.tile, art.tile), "fill_value": fill_value,
+            "valid_min": valid_min, "valid_max": valid_max}

@@ -1,12 +1,14 @@
 """The numpy kernel of the VAE codec: radiance chunks <-> chunk payloads, one model call per mini-batch.
 
 A chunk is float32 radiance ``(tile_rows, tile_cols, n_channels)`` in TEMPO order ``(mirror_step, xtrack,
-spectral_channel)``. Encoding marks invalid elements (not finite, ``|L| > 1e30``, or equal to the fill value),
-normalizes (``tempocodec.prepare.normalize``, invalid -> 0), transposes to the model's ``(N, n_channels, rows, cols)``,
+spectral_channel)``. Encoding marks invalid elements (:func:`valid_radiance`: not finite, not positive, ``>= 1e30``,
+outside the configuration's ``[valid_min, valid_max]``, or equal to a fill value), normalizes
+(``tempocodec.prepare.normalize``) with every invalid element set to 0, so none reaches the encoder, transposes to the model's ``(N, n_channels, rows, cols)``,
 replicates the last valid row and column into the padding beyond the valid extent, runs the encoder once per
 mini-batch and stores each chunk's latent mean over its valid extent with its validity mask (``tempocodec.codec.payload``).
 Decoding replicates the stored latent rows and columns back to the full latent grid, runs the decoder once per
-mini-batch, inverts the normalization and writes the fill value into every invalid element.
+mini-batch, inverts the normalization, clips to ``[valid_min, valid_max]`` where the configuration has them and
+writes the fill value into every invalid element.
 
 The Zarr v3 face (:mod:`tempocodec.codec.zarr3`) and the numcodecs face (:mod:`tempocodec.codec.numcodec`) both call
 :func:`encode_tiles` and :func:`decode_tiles` through this module, so a test can replace them in one place.
@@ -22,7 +24,7 @@ import numpy as np
 from tempocodec.codec import payload
 from tempocodec.codec.config import CODEC_NAME, LATENT_DTYPES, CodecConfig
 from tempocodec.errors import TempocodecError
-from tempocodec.prepare.normalize import denormalize, is_valid, normalize
+from tempocodec.prepare.normalize import INVALID_ABOVE, denormalize, normalize
 from tempocodec.runtime.artifacts import ModelArtifacts, session
 
 MAX_BATCH = 16
@@ -57,11 +59,31 @@ def _swap_last_axes(src: np.ndarray, dst: np.ndarray) -> None:
             dst[n, :, r : r + _SWAP_BLOCK] = src[n, r : r + _SWAP_BLOCK].T
 
 
+def in_range(radiance: np.ndarray, config: CodecConfig) -> np.ndarray:
+    """Bool of ``radiance``'s shape: true inside the radiance range, ``0 < L < 1e30`` narrowed to the configuration's
+    ``[valid_min, valid_max]`` (false for NaN and infinities)."""
+    lo, hi = config.valid_min, config.valid_max
+    valid = radiance > 0 if lo is None or lo <= 0 else radiance >= np.float32(lo)
+    upper = radiance < np.float32(INVALID_ABOVE) if hi is None or hi >= INVALID_ABOVE else radiance <= np.float32(hi)
+    return valid & upper
+
+
+def valid_radiance(raw: np.ndarray, fills: Sequence[float], config: CodecConfig) -> np.ndarray:
+    """Bool ``(N, ...)`` for chunks ``raw`` float32 ``(N, ...)``: true where an element is valid radiance, that is
+    :func:`in_range` and equal to neither ``fills[i]`` nor the configuration's ``fill_value``."""
+    valid = in_range(raw, config)
+    for i in range(raw.shape[0]):
+        for fill in {fills[i], config.fill_value} - {None}:
+            if in_range(np.float32(fill), config):  # a fill inside the range (1.0, say) marks elements too
+                valid[i] &= raw[i] != np.float32(fill)
+    return valid
+
+
 def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig) -> list[bytes]:
     """Compress radiance chunks float32 ``(N, rows, cols, n_channels)`` to N payloads.
 
-    ``fills[i]``: a value that marks invalid elements of chunk ``i`` besides non-finite and ``|L| > 1e30`` ones
-    (the array's fill value, with which zarr pads edge chunks).
+    ``fills[i]``: a value that marks invalid elements of chunk ``i`` (the array's fill value, with which zarr pads
+    edge chunks), besides those :func:`valid_radiance` always marks.
     """
     _check_tiles(tiles, config)
     art = config.artifacts()
@@ -70,13 +92,11 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig)
         raise TempocodecError(f"{CODEC_NAME}: tile {config.tile} is not a multiple of model {art.name}'s downsample {art.downsample}")
     raw = np.empty((n, channels, rows, cols), dtype=np.float32)
     _swap_last_axes(tiles.reshape(n, rows * cols, channels), raw.reshape(n, channels, rows * cols))
-    fill = np.asarray(fills, dtype=np.float32)
-    valid = is_valid(raw)
+    valid = valid_radiance(raw, fills, config)
     x = normalize(raw, art.mu, art.sigma, axis=1)
     extents = []
     for i in range(n):
-        if is_valid(fill[i]):  # a fill value that is valid radiance (0.0, say) marks invalid elements too
-            valid[i] &= raw[i] != fill[i]
+        if not valid[i].all():
             x[i][~valid[i]] = 0.0
         h, w = payload.valid_extent(valid[i])
         if h:
@@ -102,7 +122,8 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig)
 def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecConfig) -> np.ndarray:
     """Decompress N payloads (bytes-like) to radiance float32 ``(N, rows, cols, n_channels)``.
 
-    Invalid elements, and everything outside each chunk's valid extent, become ``fills[i]``.
+    Valid elements are clipped to the configuration's ``[valid_min, valid_max]``; invalid elements, and everything
+    outside each chunk's valid extent, become ``fills[i]``.
     """
     art = config.artifacts()
     rows, cols, channels = config.chunk_shape
@@ -121,6 +142,8 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
         lat = parsed[i].latent
         z[j] = np.pad(lat, ((0, 0), (0, lat_shape[1] - lat.shape[1]), (0, lat_shape[2] - lat.shape[2])), mode="edge")
     radiance = denormalize(_run(art, "decoder", z, "z", "x"), art.mu, art.sigma, axis=1) if present else None
+    if present and (config.valid_min is not None or config.valid_max is not None):
+        np.clip(radiance, config.valid_min, config.valid_max, out=radiance)
     out = np.empty((len(parsed), rows, cols, channels), dtype=np.float32)
     for i, p in enumerate(parsed):
         fill = np.float32(fills[i])

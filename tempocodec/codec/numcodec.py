@@ -26,14 +26,17 @@ class VAENumcodec(Codec):
     ``encode`` takes a float32 chunk ``(rows, cols, n_channels)`` as an array or as raw bytes; ``decode`` returns
     float32 ``(rows, cols, n_channels)``. Elements equal to ``fill_value`` count as invalid, and every invalid element
     decodes to it: create the array with the same fill value so that zarr's edge padding is recognised.
+    ``valid_min``, ``valid_max``: the source's valid range (:class:`~tempocodec.codec.config.CodecConfig`).
     """
 
     codec_id = CODEC_ID
 
     def __init__(self, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
-                 latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float = RADIANCE_FILL) -> None:
+                 latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float = RADIANCE_FILL,
+                 valid_min: float | None = None, valid_max: float | None = None) -> None:
         self._config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma,
-                                         latent_dtype=latent_dtype, tile=tile, fill_value=fill_value)
+                                         latent_dtype=latent_dtype, tile=tile, fill_value=fill_value,
+                                         valid_min=valid_min, valid_max=valid_max)
 
     @property
     def config(self) -> CodecConfig:
@@ -67,6 +70,8 @@ class VAENumcodec(Codec):
 
 
 def make_numcodec(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16",
-                  fill_value: float = RADIANCE_FILL) -> VAENumcodec:
-    """The Zarr v2 (numcodecs) codec for ``model``; create the array with the same ``fill_value``."""
-    return VAENumcodec(**model_config(model, latent_dtype, float(fill_value)))
+                  fill_value: float = RADIANCE_FILL, valid_min: float | None = None,
+                  valid_max: float | None = None) -> VAENumcodec:
+    """The Zarr v2 (numcodecs) codec for ``model`` and a source with ``fill_value`` and valid range
+    ``[valid_min, valid_max]``; create the array with the same ``fill_value``."""
+    return VAENumcodec(**model_config(model, latent_dtype, float(fill_value), valid_min, valid_max))

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 class VAECodec(ArrayBytesCodec):
     """Zarr v3 array→bytes codec ``"tempocodec.vae"``: float32 ``(rows, cols, n_channels)`` chunks <-> VAE payloads.
 
-    ``fill_value`` is what invalid elements decode to; None (the default) uses the array's fill value. Each
-    mini-batch of chunks (``codec_pipeline.batch_size``) goes through the model in one call, in a worker thread.
+    ``fill_value`` (the source's fill) marks invalid elements on encode, besides the array's fill value, and is what
+    they decode to; None (the default) uses the array's fill value. ``valid_min``, ``valid_max``: the source's valid
+    range (:class:`~tempocodec.codec.config.CodecConfig`). Each mini-batch of chunks (``codec_pipeline.batch_size``) goes through the model in one call, in a worker thread.
     """
 
     is_fixed_size = False
@@ -42,9 +43,10 @@ class VAECodec(ArrayBytesCodec):
     config: CodecConfig
 
     def __init__(self, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
-                 latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None) -> None:
-        config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma,
-                                   latent_dtype=latent_dtype, tile=tile, fill_value=fill_value)
+                 latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
+                 valid_min: float | None = None, valid_max: float | None = None) -> None:
+        config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma, latent_dtype=latent_dtype,
+                                   tile=tile, fill_value=fill_value, valid_min=valid_min, valid_max=valid_max)
         object.__setattr__(self, "config", config)
 
     @classmethod
@@ -96,8 +98,8 @@ class VAECodec(ArrayBytesCodec):
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
     def _encode_batch(self, items: list[tuple[NDBuffer, ArraySpec]]) -> list[Buffer]:
-        """Encode chunks with one model call per :data:`~tempocodec.codec.kernel.MAX_BATCH`; extra marks invalid: the
-        array's fill value."""
+        """Encode chunks with one model call per :data:`~tempocodec.codec.kernel.MAX_BATCH`; the array's fill value
+        (zarr's edge padding) marks invalid elements too."""
         tiles = np.stack([np.asarray(chunk.as_numpy_array()) for chunk, _ in items])
         fills = [float(spec.fill_value) for _, spec in items]
         blobs = kernel.encode_tiles(tiles, fills, self.config)
@@ -132,7 +134,8 @@ async def _batched(run: Any, items: list[tuple[Any, Any]]) -> list[Any]:
     return results
 
 
-def make_codec(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16",
-               fill_value: float | None = None) -> VAECodec:
-    """The Zarr v3 codec for ``model``; ``fill_value`` None decodes invalid elements to the array's fill value."""
-    return VAECodec(**model_config(model, latent_dtype, None if fill_value is None else float(fill_value)))
+def make_codec(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16", fill_value: float | None = None,
+               valid_min: float | None = None, valid_max: float | None = None) -> VAECodec:
+    """The Zarr v3 codec for ``model`` and a source with ``fill_value`` and valid range ``[valid_min, valid_max]``;
+    ``fill_value`` None decodes invalid elements to the array's fill value."""
+    return VAECodec(**model_config(model, latent_dtype, fill_value, valid_min, valid_max))
