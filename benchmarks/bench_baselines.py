@@ -45,13 +45,9 @@ import pysz
 import zfpy
 
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.codec.kernel import (
-    MAX_BATCH,
-    RADIANCE_FILL,
-    decode_tiles,
-    encode_tiles,
-    make_codec,
-)
+from tempocodec.codec.config import RADIANCE_FILL
+from tempocodec.codec.kernel import MAX_BATCH, decode_tiles, encode_tiles
+from tempocodec.codec.zarr3 import make_codec
 from tempocodec.science.doas import DoasResult, doas_setup, fit_doas
 from tempocodec.evaluation.doas_check import doas_truth
 from tempocodec.evaluation.metrics import compare_arrays

@@ -499,3 +499,16 @@ def test_file_names_follow_the_tempo_pattern() -> None:
     assert parse_tempo_filename("granule.nc") is None
     with pytest.raises(TempocodecError, match="scan 1000"):
         l1b_filename(t, 1000, 1)
+
+
+def test_tempocodec_error_is_a_value_error_that_wrapping_passes_through(tmp_path: Path) -> None:
+    assert issubclass(TempocodecError, ValueError)
+    path = _bad_file(tmp_path / "no_band.nc", band="band_999_nm")
+    with pytest.raises(ValueError, match="no band group") as excinfo:
+        open_l1b(path)
+    assert "cannot read the L1B layout" not in str(excinfo.value) and str(excinfo.value).count(str(path)) == 1
+    granule = make_granule()
+    granule.attrs["flag"] = True
+    with pytest.raises(ValueError, match="is a boolean") as excinfo:
+        write_l1b(tmp_path / "flag.nc", granule)
+    assert "cannot write attribute" not in str(excinfo.value)

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from tempocodec.codec import kernel as codec
+from tempocodec.codec import kernel
 from tempocodec.runtime.artifacts import load_model
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
@@ -29,7 +29,7 @@ def no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the decoder ran")
 
-    monkeypatch.setattr(codec, "decode_tiles", refuse)
+    monkeypatch.setattr(kernel, "decode_tiles", refuse)
 
 
 def test_query_returns_products_on_the_latent_grid(probed_model, probe_store):

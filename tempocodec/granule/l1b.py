@@ -155,12 +155,12 @@ class L1BFile:
             with HDF5_LOCK:
                 _check_bands(self.path, self._source.group(None), self.band_names)
             root = read_group(self._source, None, skipped=self.skipped)
+        except TempocodecError:  # before ValueError, which it is
+            self._source.close()
+            raise
         except (OSError, RuntimeError, KeyError, ValueError, AttributeError) as err:
             self._source.close()
             raise TempocodecError(f"{self.path}: cannot read the L1B layout: {one_line(err)}") from None
-        except TempocodecError:
-            self._source.close()
-            raise
         self.attrs = dict(root.attrs)
         root.attrs = {}
         self.root = root

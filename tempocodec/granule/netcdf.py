@@ -128,6 +128,8 @@ class NetCDFSource:
                 var.set_auto_maskandscale(False)
                 var.set_auto_chartostring(False)
                 return np.asarray(var[key])
+            except TempocodecError:  # the file would not open: already one line naming it
+                raise
             except (OSError, RuntimeError, KeyError, IndexError, ValueError) as err:
                 where = f"{group}/{name}" if group else name
                 raise TempocodecError(f"{self.path}: cannot read {where}: {one_line(err)}") from None
@@ -502,6 +504,8 @@ def _set_attrs(
     for key, value in attrs.items():
         try:
             obj.setncattr(str(key), _attr_value(path, where, str(key), value))
+        except TempocodecError:  # already one line naming the attribute
+            raise
         except (OSError, RuntimeError, ValueError, TypeError, KeyError) as err:
             raise TempocodecError(f"{path}: cannot write attribute {where}:{key}: {one_line(err)}") from None
 

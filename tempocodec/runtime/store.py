@@ -30,7 +30,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.codec.kernel import make_codec, make_numcodec
+from tempocodec.codec.numcodec import make_numcodec
+from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.progress import dask_progress
@@ -209,7 +210,7 @@ def _write_band(
     progress: bool,
 ) -> dict[str, Any]:
     """One band group; returns the band's entry of the ``tempocodec.bands`` attribute."""
-    fill = _fill_value(ds["radiance"])
+    fill, valid = _fill_value(ds["radiance"]), _valid_range(ds["radiance"])
     ds, encoding = _lossless(ds, f"/{band}", zarr_format, dtypes)
     if "radiance_error" in ds:
         ds["radiance_error"] = _bitround(ds["radiance_error"])
@@ -223,7 +224,7 @@ def _write_band(
             raise TempocodecError(
                 f"model {model.name} takes {model.n_channels} spectral channels, {band} has {ds.sizes['spectral_channel']}"
             )
-        encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, zarr_format)
+        encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, valid, zarr_format)
         entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": latent_dtype}
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
     ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
@@ -232,20 +233,24 @@ def _write_band(
     return entry
 
 
-def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float32, zarr_format: ZarrFormat) -> dict[str, Any]:
-    """Zarr encoding of a radiance array through the VAE codec (sharded on v3)."""
+def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float32, valid: tuple[float | None, float | None],
+                       zarr_format: ZarrFormat) -> dict[str, Any]:
+    """Zarr encoding of a radiance array through the VAE codec (sharded on v3), given the source's fill value and
+    valid range ``(valid_min, valid_max)``: the codec takes both, and the zarr array's own fill value is the source's
+    too, so that zarr's padding and chunks it never stores read as that fill."""
     chunks = (TILE, TILE, model.n_channels)
     if zarr_format == 3:
         return {
-            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=fill),
+            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=fill, valid_min=valid[0], valid_max=valid[1]),
             "compressors": None,
             "filters": None,
             "chunks": chunks,
             "shards": (TILE, SHARD_XTRACK, model.n_channels),
             "_FillValue": fill,
+            "fill_value": fill,
         }
     return {
-        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=fill)],
+        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=fill, valid_min=valid[0], valid_max=valid[1])],
         "filters": None,
         "chunks": chunks,
         "_FillValue": fill,
@@ -282,6 +287,18 @@ def _bitround(var: xr.DataArray) -> xr.DataArray:
 def _fill_value(radiance: xr.DataArray) -> np.float32:
     """The radiance array's fill value (its ``_FillValue``), or TEMPO's L1B radiance fill."""
     return np.float32(radiance.encoding.get("_FillValue", radiance.attrs.get("_FillValue", RADIANCE_FILL)))
+
+
+def _valid_range(radiance: xr.DataArray) -> tuple[float | None, float | None]:
+    """The radiance array's declared ``(valid_min, valid_max)`` (its ``valid_range``, else ``valid_min`` / ``valid_max``
+    attributes), None for a bound it does not declare."""
+    attrs = radiance.attrs
+    bounds = list(np.ravel(attrs["valid_range"])) if "valid_range" in attrs else [attrs.get("valid_min"), attrs.get("valid_max")]
+    try:
+        lo, hi = (None if b is None else float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise TempocodecError(f"radiance: its valid range {bounds} is not two numbers") from None
+    return lo, hi
 
 
 def _to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict, zarr_format: ZarrFormat, mode: str) -> None:
