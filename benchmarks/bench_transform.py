@@ -65,7 +65,8 @@ import numpy as np
 import pysz
 from bench_transform_report import Point, averaged, generated_block, plot_rate_distortion, print_points, summary_table, write_markdown
 
-from tempocodec.codec.kernel import MAX_BATCH, RADIANCE_FILL, decode_tiles, encode_tiles, make_codec
+from tempocodec.codec.config import RADIANCE_FILL, CodecConfig, model_config
+from tempocodec.codec.kernel import MAX_BATCH, decode_tiles, encode_tiles
 from tempocodec.errors import TempocodecError
 from tempocodec.evaluation.metrics import MIN_SIGNAL, compare_arrays, spectrum_errors, used_values
 from tempocodec.granule.l1b import open_l1b
@@ -412,7 +413,7 @@ def block_klt_point(granule: Granule, train: Training) -> Point:
 def kernel_coder(art: ModelArtifacts, latent_dtype: str, shape: tuple[int, int, int]) -> tuple[Callable, Callable]:
     """The codec kernel on the model's tiles of radiance ``shape`` ``(S, X, C)`` (edge tiles padded with the
     fill): ``encode(radiance) -> payloads``, ``decode(payloads) -> radiance``."""
-    config, tile = make_codec(art, latent_dtype=latent_dtype).config, art.tile
+    config, tile = CodecConfig.parse(**model_config(art, latent_dtype)), art.tile
 
     def encode(radiance: np.ndarray) -> list[bytes]:
         tiles = cut_tiles(radiance, tile=tile, min_valid=0.0).radiance

@@ -31,7 +31,7 @@ from tempocodec.runtime.artifacts import (
 )
 from tempocodec.runtime.onnx_wire import external_tensors
 from tempocodec.runtime.store import compress_granule, decompress_store
-from tempocodec.simulator.simulate import write_simulated
+from tempocodec.simulator import write_simulated
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
