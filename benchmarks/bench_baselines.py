@@ -1,7 +1,7 @@
 """The VAE codec against baselines at matched compression ratios, on held-out simulated granules.
 
 Every method compresses the same in-memory float32 UV radiance ``(mirror_step, xtrack, 1028)`` of each granule and
-decodes it back; the errors are measured by :func:`tempocodec.evaluation.evaluate.compare_arrays` (values valid in the original
+decodes it back; the errors are measured by :func:`tempocodec.evaluation.metrics.compare_arrays` (values valid in the original
 only) and by the DOAS NO₂ fit of :mod:`tempocodec.science.doas` on the original and on the decoded spectra.
 
 Methods (ratio = float32 radiance bytes / compressed bytes):
@@ -46,15 +46,12 @@ import zfpy
 
 from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.codec.kernel import (
-    MAX_BATCH,
-    RADIANCE_FILL,
-    decode_tiles,
-    encode_tiles,
-    make_codec,
-)
+from tempocodec.codec.config import RADIANCE_FILL
+from tempocodec.codec.kernel import MAX_BATCH, decode_tiles, encode_tiles
+from tempocodec.codec.zarr3 import make_codec
 from tempocodec.science.doas import DoasResult, doas_setup, fit_doas
-from tempocodec.evaluation.evaluate import compare_arrays, doas_truth
+from tempocodec.evaluation.doas_check import doas_truth
+from tempocodec.evaluation.metrics import compare_arrays
 from tempocodec.granule.l1b import open_l1b
 from tempocodec.prepare.normalize import denormalize, normalize
 from tempocodec.progress import progress_bar

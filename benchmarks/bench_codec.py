@@ -5,7 +5,7 @@ For each batch size B, times on float32 radiance tiles ``(B, 64, 64, n_channels)
 - ``onnx forward``: ``encoder.onnx`` on normalized ``(B, C, 64, 64)`` and ``decoder.onnx`` on ``(B, Z, 16, 16)`` alone;
 - ``codec kernel``: :func:`tempocodec.codec.kernel.encode_tiles` / :func:`~tempocodec.codec.kernel.decode_tiles` (validity,
   normalization, transposes, padding, payload packing, plus the same forward passes);
-- ``zarr v3``: writing and reading one shard of 1 × 8 chunks through :class:`tempocodec.codec.kernel.VAECodec` with
+- ``zarr v3``: writing and reading one shard of 1 × 8 chunks through :class:`tempocodec.codec.zarr3.VAECodec` with
   ``codec_pipeline.batch_size = B``.
 
 MB/s counts float32 radiance in (encode) or out (decode); each number is the best of ``--repeats`` runs after one
@@ -34,7 +34,9 @@ from tempocodec.runtime.artifacts import (
     resolve_model,
     session,
 )
-from tempocodec.codec.kernel import RADIANCE_FILL, decode_tiles, encode_tiles, make_codec
+from tempocodec.codec.config import RADIANCE_FILL
+from tempocodec.codec.kernel import decode_tiles, encode_tiles
+from tempocodec.codec.zarr3 import make_codec
 from tempocodec.prepare.normalize import normalize
 
 ZARR_CHUNKS_PER_SHARD = 8

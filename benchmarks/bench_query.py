@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tempocodec.runtime.query import query_store, write_products
-from tempocodec.simulator.simulate import write_simulated
+from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule, decompress_store, open_store
 
 

@@ -20,14 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tempocodec.granule.l1b import BANDS
-from tempocodec.simulator.simulate import (
-    SceneConfig,
-    band_radiance,
-    make_scene,
-    simulate_granule,
-    slant_columns,
-    write_simulated,
-)
+from tempocodec.simulator import SceneConfig, simulate_granule, write_simulated
+from tempocodec.simulator.atmosphere import slant_columns
+from tempocodec.simulator.radiance import band_radiance
+from tempocodec.simulator.scene import make_scene
 
 
 def best_of(repeats: int, work: Callable[[], object]) -> float:

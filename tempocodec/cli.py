@@ -34,7 +34,8 @@ def main() -> None:
 @click.argument("granule", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--band", type=click.Choice(list(BAND_CHOICES)), default="uv", show_default=True, help="Bands to store.")
-@click.option("--model", default=None, help="Model name under models/ or a model directory (default: the released model of each band).")
+@click.option("--model", default=None, help="Model name (looked up in the trusted model directories) or a model directory "
+              "path (default: the released model of each band).")
 @click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
 @click.option("--drop-radiance-error", is_flag=True, help="Do not store radiance_error.")
@@ -141,7 +142,8 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
     import json
     from dataclasses import asdict
 
-    from tempocodec.training.train import TrainConfig, train_run
+    from tempocodec.training.config import TrainConfig
+    from tempocodec.training.train import train_run
 
     saved = run_dir / "config.json"
     base = asdict(TrainConfig(data=str(data_dir)))
@@ -181,6 +183,56 @@ def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> 
     click.echo(f"wrote model {name} to {out}")
 
 
+@main.command("train-block")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--steps", type=int, default=3000, show_default=True, help="Optimizer steps in all.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Crops per step (per process).")
+@click.option("--crop", type=int, default=32, show_default=True, help="Crop side in pixels (multiple of 4).")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--hidden", type=int, default=160, show_default=True, help="Width of the residual networks.")
+@click.option("--depth", type=int, default=2, show_default=True, help="3×3 layers in each residual network.")
+@click.option("--eval-every", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--time-limit", type=float, default=None, help="Pause after this many seconds (continue with --resume).")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR.")
+def train_block_command(data_dir: Path, run_dir: Path, steps: int, batch_size: int, crop: int, lr: float, hidden: int,
+                        depth: int, eval_every: int, seed: int, time_limit: float | None, resume: bool) -> None:
+    """Train the basis-block VAE on the coefficient cache DATA_DIR (scripts/make_training_data.py) into RUN_DIR.
+
+    Runs data-parallel under torchrun: ``torchrun --nproc_per_node N -m tempocodec train-block ...``.
+    """
+    try:
+        from tempocodec.training.block_train import BlockTrainConfig, load_basis, train_block
+        from tempocodec.training.blockvae import BlockVAEConfig
+    except ImportError as err:
+        raise TempocodecError(f"training needs PyTorch: pip install 'tempocodec[train]' ({err})") from None
+    if crop % 4 or crop < 4:
+        raise TempocodecError(f"--crop {crop}: expected a positive multiple of 4")
+    basis = load_basis(data_dir)
+    model = BlockVAEConfig(n_channels=basis["components"].shape[1], basis_components=basis["components"].shape[0],
+                           hidden=hidden, depth=depth)
+    config = BlockTrainConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, eval_every=eval_every, seed=seed)
+    state = train_block(data_dir, run_dir, model, config, resume=resume, time_limit=time_limit)
+    if not state["finished"]:
+        click.echo(f"paused at step {state['step']} of {steps}; continue with --resume")
+    else:
+        click.echo(f"done: {state['step']} steps, best validation RMS log error {state['best']:.5f}")
+
+
+@main.command("export-block")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name written into the manifest.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is a model directory (never anything else).")
+def export_block_command(run_dir: Path, data_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
+    """Export the best checkpoint of the basis-block run RUN_DIR (trained on DATA_DIR) as the model OUT_DIR."""
+    from tempocodec.training.export import export_block_run
+
+    click.echo(f"wrote model {name} to {export_block_run(run_dir, data_dir, out_dir, name=name, overwrite=overwrite)}")
+
+
 @main.command("simulate")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--rows", type=int, required=True, help="Mirror steps per granule.")
@@ -192,7 +244,7 @@ def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> 
 def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int, band: str, quiet: bool) -> None:
     """Simulate TEMPO-like L1B granules and their L2 truth (NO2, HCHO, O3TOT, CLDO4) into OUT_DIR."""
     from tempocodec.progress import progress_bar
-    from tempocodec.simulator.simulate import write_simulated
+    from tempocodec.simulator import write_simulated
 
     bar = progress_bar(enabled=not quiet)
     task = bar.add_task("simulate", total=None)
@@ -244,7 +296,8 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
               help="Write the products to this netCDF file (default: print a summary).")
 @click.option("--kind", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Probe kind.")
 @click.option("--band", default=BANDS[0], show_default=True)
-@click.option("--model", default=None, help="Model directory or name with the probes (default: the store's model).")
+@click.option("--model", default=None, help="Model name or directory path with the probes (default: the model the "
+              "store names, looked up by name in the trusted model directories).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it is a netCDF-4 file (never anything else).")
 def query_command(store: Path, products: str, output: Path | None, kind: str, band: str, model: str | None,
                   overwrite: bool) -> None:
@@ -276,9 +329,12 @@ def evaluate_command(original: Path, store: Path, report_dir: Path | None, band:
     from rich.table import Table
 
     from tempocodec.atomic import check_target
-    from tempocodec.evaluation.evaluate import REPORT_DIR, evaluate_store, summary_rows, write_report
+    from tempocodec.evaluation.run import evaluate_store
+    from tempocodec.evaluation.summary import summary_rows
 
     if report_dir is not None:
+        from tempocodec.evaluation.report import REPORT_DIR, write_report  # loads matplotlib
+
         check_target(report_dir, REPORT_DIR if overwrite else None)  # before the long evaluation, not after
     evaluation = evaluate_store(original, store, band=BAND_CHOICES[band][0], progress=not quiet)
     if not quiet:

@@ -27,10 +27,11 @@ from torch import nn
 
 from tempocodec.runtime.artifacts import load_model
 from tempocodec.training.export import export_model
-from tempocodec.granule.l1b import L1BGranule, l1b_filename, parse_tempo_filename, write_l1b
+from tempocodec.granule.l1b import L1BGranule, write_l1b
+from tempocodec.granule.naming import l1b_filename, parse_tempo_filename
 from tempocodec.granule.l2 import L2Granule, l2_filename, write_l2
 from tempocodec.training.probe_training import ProbeConfig, train_probes
-from tempocodec.simulator.simulate import STEP_SECONDS, SceneConfig, simulate_granule
+from tempocodec.simulator import STEP_SECONDS, SceneConfig, simulate_granule
 from tempocodec.runtime.store import compress_granule
 from tempocodec.training.vae import VAE, VAEConfig
 

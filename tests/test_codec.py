@@ -1,4 +1,4 @@
-"""Tests for tempocodec.codec.kernel: both codec faces, Zarr v3 (plain, sharded) and v2 stores, xarray, dask, failures."""
+"""Tests for tempocodec.codec (config, kernel, zarr3, numcodec): both codec faces, Zarr v3 (plain, sharded) and v2 stores, xarray, dask, failures."""
 
 import array
 import json
@@ -17,18 +17,14 @@ import zarr.registry
 from numcodecs.tests.common import check_config
 from tiny_model import SMALL_CHANNELS, radiance, reference_roundtrip
 
-import tempocodec.codec.kernel as codec_module
+import tempocodec.codec.kernel as kernel_module
 from tempocodec.codec import payload
-from tempocodec.runtime.artifacts import MODELS_ENV, load_model
-from tempocodec.codec.kernel import (
-    RADIANCE_FILL,
-    VAECodec,
-    VAENumcodec,
-    make_codec,
-    make_numcodec,
-)
+from tempocodec.codec.config import RADIANCE_FILL
+from tempocodec.codec.numcodec import VAENumcodec, make_numcodec
+from tempocodec.codec.zarr3 import VAECodec, make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import is_valid
+from tempocodec.runtime.artifacts import MODELS_ENV, load_model
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
@@ -47,7 +43,8 @@ def granule(shape=SHAPE, fill=RADIANCE_FILL):
 
 
 def invalid(original, fill):
-    return ~is_valid(original) | (original == np.float32(fill))
+    """The codec's rule without a valid range: not finite, not positive, ``>= 1e30``, or the fill value."""
+    return ~is_valid(original) | (original <= 0) | (original == np.float32(fill))
 
 
 def assert_decoded(model_dir, original, decoded, fill, tile=64):
@@ -86,10 +83,21 @@ def test_numcodec_config_round_trips_through_json_and_the_registry(tiny_models):
     assert np.float32(config["fill_value"]) == np.float32(-9.96921e36)
 
 
-def test_numcodec_repr_evaluates_to_an_equal_codec(tiny_models):
-    codec = make_numcodec("tiny", latent_dtype="float32", fill_value=-1.0)
-    assert eval(repr(codec), {"VAENumcodec": VAENumcodec}) == codec
-    assert repr(codec).startswith("VAENumcodec(model='tiny', model_sha256=")
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_codec_repr_is_short_in_info_and_xarray_encoding(tiny_models, tmp_path, zarr_format):
+    sha = load_model(tiny_models.full).sha256
+    codec = make_codec("tiny1028") if zarr_format == 3 else make_numcodec("tiny1028", latent_dtype="float32")
+    fill = "" if zarr_format == 3 else ", fill_value=-9.96921e+36"
+    dtype = "float16" if zarr_format == 3 else "float32"
+    assert repr(codec) == (f"{type(codec).__name__}(model='tiny1028', sha256='{sha[:8]}…', tile=(64, 64), "
+                           f"latent_dtype='{dtype}'{fill})")
+    coding = {"serializer": codec, "compressors": None} if zarr_format == 3 else {"compressors": [codec], "filters": None}
+    ds = xr.Dataset({"radiance": (("mirror_step", "xtrack", "spectral_channel"), radiance((64, 64, 1028)))})
+    ds.to_zarr(tmp_path / "r.zarr", encoding={"radiance": {"chunks": (64, 64, 1028), **coding}},
+               zarr_format=zarr_format, consolidated=False)
+    opened = xr.open_zarr(tmp_path / "r.zarr", consolidated=False)
+    for text in (str(opened.radiance.encoding), str(zarr.open_array(tmp_path / "r.zarr" / "radiance").info)):
+        assert repr(codec) in text and len(text) < 1500, text
 
 
 def test_numcodec_encodes_any_buffer_and_decodes_into_any_buffer(tiny_models):
@@ -136,6 +144,21 @@ def test_v3_codec_dict_round_trip_and_entry_point(tiny_models):
         make_codec("tiny", latent_dtype="int8")
 
 
+def test_valid_range_is_optional_in_the_configuration_and_checked(tiny_models):
+    plain = make_codec("tiny").to_dict()["configuration"]
+    assert not {"fill_value", "valid_min", "valid_max"} & set(plain)  # stores written before these keys decode alike
+    assert (VAECodec(**plain).config.valid_min, VAECodec(**plain).config.valid_max) == (None, None)
+    ranged = make_codec("tiny", fill_value=-1e30, valid_min=1, valid_max=1e14)
+    data = json.loads(json.dumps(ranged.to_dict()))
+    assert (data["configuration"]["valid_min"], data["configuration"]["valid_max"]) == (1.0, 1e14)
+    assert VAECodec.from_dict(data) == ranged
+    assert numcodecs.get_codec(make_numcodec("tiny", valid_max=5e13).get_config()).config.valid_max == 5e13
+    with pytest.raises(TempocodecError, match="'valid_min' 2.0 is above 'valid_max' 1.0"):
+        make_codec("tiny", valid_min=2, valid_max=1)
+    with pytest.raises(TempocodecError, match="'valid_max' must be a finite float32 number"):
+        make_numcodec("tiny", valid_max=1e39)
+
+
 @pytest.mark.parametrize("factory", [make_codec, make_numcodec])
 def test_codecs_pickle_small_and_equal(tiny_models, factory):
     codec = factory("tiny1028")
@@ -144,8 +167,9 @@ def test_codecs_pickle_small_and_equal(tiny_models, factory):
     assert len(blob) < 40_000
 
 
-def v3_array(path, model="tiny", shape=SHAPE, shards=None, fill=RADIANCE_FILL, codec_fill=None, dtype="float32", chunks=None):
-    codec = make_codec(model, fill_value=codec_fill)
+def v3_array(path, model="tiny", shape=SHAPE, shards=None, fill=RADIANCE_FILL, codec_fill=None, dtype="float32", chunks=None,
+             **valid_range):
+    codec = make_codec(model, fill_value=codec_fill, **valid_range)
     return zarr.create_array(
         store=path, shape=shape, dtype=dtype, chunks=chunks or (64, 64, shape[2]), shards=shards,
         serializer=codec, compressors=None, fill_value=fill,
@@ -175,6 +199,54 @@ def test_v3_nan_fill_array_decodes_invalid_to_nan_unless_the_codec_names_a_fill(
     np.testing.assert_array_equal(decoded == np.float32(-7.0), invalid(x, np.nan))
 
 
+def spoiled(fill):
+    """Radiance with a NaN pixel, a block of ``fill`` pixels, an infinite, a negative pixel and zero elements."""
+    x = radiance(SHAPE, seed=1)
+    x[10, 20] = np.nan
+    x[70:74, 5:9] = fill
+    x[100, 195, 3] = np.inf
+    x[3, 3] = -5.0
+    x[5, 70, :4] = 0.0
+    x[40, 150, 2] = -1e-3
+    return x
+
+
+def write_and_read(path, x, face, fill, **valid_range):
+    """``x`` through one codec face that names ``fill``, read back raw. The v3 array's own fill value is NaN, as when
+    xarray writes it (it keeps ``_FillValue`` as an attribute); the v2 array's is ``fill``."""
+    if face == "v3":
+        arr = v3_array(path, fill=np.nan, codec_fill=fill, **valid_range)
+    else:
+        arr = zarr.create_array(store=path, shape=x.shape, dtype="float32", chunks=(64, 64, x.shape[2]), zarr_format=2,
+                                compressors=[make_numcodec("tiny", fill_value=fill, **valid_range)], filters=None,
+                                fill_value=fill)
+    arr[:] = x
+    return zarr.open_array(path, mode="r")[:]
+
+
+@pytest.mark.parametrize("face", ["v3", "v2"])
+@pytest.mark.parametrize("fill", [-1e30, 0.0, RADIANCE_FILL, 1.0], ids=["-1e30", "zero", "tempo", "one"])
+def test_source_fill_and_non_positive_radiance_are_invalid_and_never_reach_the_encoder(tiny_models, tmp_path, face, fill):
+    x = spoiled(fill)
+    bad = ~np.isfinite(x) | (x <= 0) | (np.abs(x) >= 1e30) | (x == np.float32(fill))
+    decoded = write_and_read(tmp_path / "a.zarr", x, face, fill)
+    np.testing.assert_array_equal(decoded == np.float32(fill), bad)
+    # valid elements decode exactly as when every invalid one was NaN: nothing of the fill reached the encoder
+    clean = write_and_read(tmp_path / "clean.zarr", np.where(bad, np.float32(np.nan), x), face, RADIANCE_FILL)
+    np.testing.assert_array_equal(decoded[~bad], clean[~bad])
+
+
+@pytest.mark.parametrize("face", ["v3", "v2"])
+def test_elements_outside_the_valid_range_are_invalid_and_decoded_values_lie_inside_it(tiny_models, tmp_path, face):
+    x = radiance(SHAPE, seed=1)
+    lo, hi = (float(np.float32(q)) for q in np.quantile(x, [0.1, 0.9]))
+    bad = (x < np.float32(lo)) | (x > np.float32(hi))
+    decoded = write_and_read(tmp_path / "a.zarr", x, face, RADIANCE_FILL, valid_min=lo, valid_max=hi)
+    np.testing.assert_array_equal(decoded == np.float32(RADIANCE_FILL), bad)
+    clean = write_and_read(tmp_path / "clean.zarr", np.where(bad, np.float32(np.nan), x), face, RADIANCE_FILL)
+    np.testing.assert_array_equal(decoded[~bad], np.clip(clean[~bad], np.float32(lo), np.float32(hi)))
+
+
 def test_v2_store_round_trip_with_edge_chunks(tiny_models, tmp_path):
     x = granule()
     arr = zarr.create_array(
@@ -202,13 +274,13 @@ def test_edge_chunk_stores_only_the_latents_covering_valid_pixels(tiny_models, t
 
 def test_minibatch_goes_through_the_model_in_one_call(tiny_models, tmp_path, monkeypatch):
     calls = []
-    run = codec_module._run
+    run = kernel_module._run
 
     def counting(art, which, inputs, name, output):
         calls.append((which, len(inputs)))
         return run(art, which, inputs, name, output)
 
-    monkeypatch.setattr(codec_module, "_run", counting)
+    monkeypatch.setattr(kernel_module, "_run", counting)
     x = radiance((128, 192, SMALL_CHANNELS))
     with zarr.config.set({"codec_pipeline.batch_size": 6}):
         v3_array(tmp_path / "b.zarr", shape=x.shape)[:] = x

@@ -1,4 +1,4 @@
-"""tempocodec.evaluation.evaluate and the evaluate command: metrics against a direct numpy computation on a tiny store."""
+"""tempocodec.evaluation and the evaluate command: metrics against a direct numpy computation on a tiny store."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import tempocodec.evaluation.evaluate as evaluate_module
+import tempocodec.evaluation.run as run_module
 from tempocodec.cli import main
 from tempocodec.science.doas import doas_setup, fit_doas
 from tempocodec.errors import TempocodecError
-from tempocodec.evaluation.evaluate import Evaluation, compare_arrays, evaluate_store, headline
+from tempocodec.evaluation.metrics import compare_arrays
+from tempocodec.evaluation.probe_scores import probe_scores
+from tempocodec.evaluation.report import _plot_probes
+from tempocodec.evaluation.run import Evaluation, evaluate_store
+from tempocodec.evaluation.summary import headline
 from tempocodec.granule.l1b import read_l1b
 from tempocodec.prepare.normalize import is_valid
-from tempocodec.simulator.simulate import write_simulated
+from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule, open_store, store_info
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
@@ -44,7 +48,7 @@ def store(granules, tiny_models, tmp_path_factory) -> Path:
 def evaluation(granules, store) -> Evaluation:
     """The evaluation streamed in blocks of 64 steps × 16 xtracks (several blocks each way)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate_module, "BLOCK_XTRACK", 16)
+        patch.setattr(run_module, "BLOCK_XTRACK", 16)
         return evaluate_store(granules[0], store, band=UV, progress=False)
 
 
@@ -74,6 +78,7 @@ def test_metrics_equal_a_direct_numpy_computation(evaluation, arrays, store):
     np.testing.assert_allclose(m.median_abs_error, np.nanmedian(np.abs(err), axis=(0, 1)), rtol=HIST_RTOL)
     np.testing.assert_allclose(m.p99_abs_error, np.nanpercentile(np.abs(err), 99, axis=(0, 1)), rtol=HIST_RTOL)
     np.testing.assert_allclose(m.median_relative_error, np.nanmedian(np.abs(rel), axis=(0, 1)), rtol=HIST_RTOL)
+    np.testing.assert_allclose(m.mean_abs_relative_error, np.nanmean(np.abs(rel), axis=(0, 1)), rtol=1e-5)
     noise_used = np.where(used & (noise > 0) & is_valid(noise), noise, np.nan)
     np.testing.assert_allclose(m.median_noise, np.nanmedian(noise_used, axis=(0, 1)), rtol=HIST_RTOL)
     np.testing.assert_allclose(m.wavelength, arrays["wavelength"].mean(axis=0))
@@ -213,12 +218,12 @@ def test_probe_scores_pool_the_truth_onto_the_query_grid(granules, store, monkey
         return xr.Dataset({n: (("latent_row", "latent_col"), pooled[l2_of[n]] + offsets[n]) for n in products})
 
     monkeypatch.setattr(query, "query_store", fake_query)
-    scores, skipped = evaluate_module.probe_scores(granules[0], store, UV)
+    scores, skipped = probe_scores(granules[0], store, UV)
     assert skipped is None and [s.name for s in scores] == ["cloud_fraction", "ozone", "no2", "hcho"]
     for s in scores:
         t = pooled[s.product][np.isfinite(pooled[s.product])]
         assert s.truth.size == t.size == 18 * 10 - np.isnan(pooled[s.product]).sum()
         expected = 1 - t.size * offsets[s.name] ** 2 / np.sum((t - t.mean()) ** 2)
         assert s.r2 == pytest.approx(expected, rel=1e-6)
-    evaluate_module._plot_probes(scores, tmp_path / "probes.png")
+    _plot_probes(scores, tmp_path / "probes.png")
     assert (tmp_path / "probes.png").stat().st_size > 1000

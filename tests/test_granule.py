@@ -12,24 +12,22 @@ import pytest
 import xarray as xr
 from helpers_netcdf import assert_one_line_error, assert_same_attrs, assert_same_dataset
 
-from tempocodec.granule import l1b as gmod
+from tempocodec.granule import netcdf
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import (
     BANDS,
     GEO_FILL,
-    INT16_FILL,
     N_CHANNELS,
     RADIANCE_DIMS,
     RADIANCE_FILL,
     RADIANCE_UNITS,
     L1BGranule,
-    l1b_filename,
     open_l1b,
-    parse_tempo_filename,
     read_l1b,
-    tempo_filename,
     write_l1b,
 )
+from tempocodec.granule.naming import l1b_filename, parse_tempo_filename, tempo_filename
+from tempocodec.granule.netcdf import INT16_FILL
 
 NS, NX = 7, 10  # mirror steps, cross-track pixels
 FIRST_STEP = 788
@@ -295,7 +293,7 @@ class _Recorder:
 
 
 def test_write_streams_dask_radiance_chunk_by_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gmod, "BLOCK_BYTES", NX * N_CHANNELS * 4)  # one mirror step per block at most
+    monkeypatch.setattr(netcdf, "BLOCK_BYTES", NX * N_CHANNELS * 4)  # one mirror step per block at most
     given = make_granule()
     band = given.bands[BANDS[0]]
     rec = _Recorder(band["radiance"].values)
@@ -501,3 +499,16 @@ def test_file_names_follow_the_tempo_pattern() -> None:
     assert parse_tempo_filename("granule.nc") is None
     with pytest.raises(TempocodecError, match="scan 1000"):
         l1b_filename(t, 1000, 1)
+
+
+def test_tempocodec_error_is_a_value_error_that_wrapping_passes_through(tmp_path: Path) -> None:
+    assert issubclass(TempocodecError, ValueError)
+    path = _bad_file(tmp_path / "no_band.nc", band="band_999_nm")
+    with pytest.raises(ValueError, match="no band group") as excinfo:
+        open_l1b(path)
+    assert "cannot read the L1B layout" not in str(excinfo.value) and str(excinfo.value).count(str(path)) == 1
+    granule = make_granule()
+    granule.attrs["flag"] = True
+    with pytest.raises(ValueError, match="is a boolean") as excinfo:
+        write_l1b(tmp_path / "flag.nc", granule)
+    assert "cannot write attribute" not in str(excinfo.value)

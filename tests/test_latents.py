@@ -1,14 +1,21 @@
 """Tests for tempocodec.codec.latents: the latent grid read from stored chunk bytes equals the encoder's means."""
 
+import ast
+import asyncio
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
 from tiny_model import SMALL_CHANNELS, radiance, reference_latent
+from zarr.codecs import BytesCodec, ShardingCodec
 
 from tempocodec.codec import payload
-from tempocodec.codec.kernel import RADIANCE_FILL, make_codec, make_numcodec
-from tempocodec.errors import TempocodecError
+from tempocodec.codec.config import RADIANCE_FILL
 from tempocodec.codec.latents import read_latents
+from tempocodec.codec.numcodec import make_numcodec
+from tempocodec.codec.zarr3 import make_codec
+from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import is_valid
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
@@ -101,3 +108,82 @@ def test_an_array_without_the_vae_codec_is_refused(tmp_path):
     arr = zarr.create_array(store=tmp_path / "plain.zarr", shape=(64, 64, 4), dtype="float32", chunks=(64, 64, 4))
     with pytest.raises(TempocodecError, match="not coded by the tempocodec VAE codec"):
         read_latents(arr)
+
+
+def _layout_array(path, layout):
+    """An empty array of ``granule()``'s shape in one of the other layouts the specifications allow."""
+    shape, chunks = SHAPE, (64, 64, SMALL_CHANNELS)
+    if layout == "v2-nested":
+        return zarr.create_array(store=path, shape=shape, dtype="float32", chunks=chunks, fill_value=RADIANCE_FILL,
+                                 compressors=[make_numcodec("tiny")], filters=None, zarr_format=2,
+                                 chunk_key_encoding={"name": "v2", "separator": "/"})
+    if layout == "v3-v2-keys":
+        return zarr.create_array(store=path, shape=shape, dtype="float32", chunks=chunks, fill_value=RADIANCE_FILL,
+                                 serializer=make_codec("tiny"), compressors=None,
+                                 chunk_key_encoding={"name": "v2", "separator": "."})
+    sharding = ShardingCodec(chunk_shape=chunks, codecs=[make_codec("tiny")], index_codecs=[BytesCodec(endian="big")],
+                             index_location="start")
+    return zarr.create_array(store=path, shape=shape, dtype="float32", chunks=(128, 64, SMALL_CHANNELS),
+                             fill_value=RADIANCE_FILL, serializer=sharding, compressors=None)
+
+
+@pytest.mark.parametrize("layout", ["v2-nested", "v3-v2-keys", "v3-index-at-start-big-endian-no-crc"])
+def test_latents_through_other_chunk_keys_and_shard_indexes(tiny_models, tmp_path, layout):
+    x = granule()
+    _layout_array(tmp_path / "a.zarr", layout)[:] = x
+    lat = read_latents(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    np.testing.assert_allclose(lat.values, expected_latents(tiny_models.small, x), rtol=2e-3, atol=2e-3)
+
+
+def test_latents_of_an_array_in_a_group_of_a_memory_store_inside_a_running_event_loop(tiny_models):
+    x = radiance((64, 128, SMALL_CHANNELS), seed=5)
+    group = zarr.open_group(zarr.storage.MemoryStore(), mode="w").create_group("band")
+    arr = group.create_array("radiance", shape=x.shape, dtype="float32", chunks=(64, 64, SMALL_CHANNELS),
+                             shards=(64, 128, SMALL_CHANNELS), serializer=make_codec("tiny"), compressors=None,
+                             fill_value=RADIANCE_FILL)
+    arr[:] = x
+
+    async def inside_a_loop():
+        return read_latents(arr)
+
+    lat = asyncio.run(inside_a_loop())
+    np.testing.assert_allclose(lat.values, expected_latents(tiny_models.small, x), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda b: b[:10], "shorter than its 68-byte index"),
+    (lambda b: b[:-68] + (2**40).to_bytes(8, "little") + b[-60:], "points past the end of the shard"),
+])
+def test_damaged_shard_index_is_a_clear_error(tiny_models, tmp_path, damage, message):
+    write(tmp_path / "a.zarr", granule(), shards=(128, 128, SMALL_CHANNELS))
+    shard = tmp_path / "a.zarr" / "c" / "0" / "0" / "0"
+    shard.write_bytes(damage(shard.read_bytes()))
+    with pytest.raises(TempocodecError, match=rf"a.zarr shard \(0, 0\): .*{message}"):
+        read_latents(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+
+
+def _runtime_imports(tree: ast.Module) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every import outside ``if TYPE_CHECKING:`` blocks."""
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            continue
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Import):
+                found += [(alias.name, []) for alias in sub.names]
+            elif isinstance(sub, ast.ImportFrom):
+                found.append((sub.module or "", [alias.name for alias in sub.names]))
+    return found
+
+
+def test_codec_modules_use_public_zarr_apis_only():
+    codec_dir = Path(__file__).resolve().parents[1] / "tempocodec" / "codec"
+    for path in sorted(codec_dir.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for module, names in _runtime_imports(ast.parse(text)):
+            if module.split(".")[0] != "zarr":
+                continue
+            parts = module.split(".")
+            assert "core" not in parts and not any(p.startswith("_") for p in parts), f"{path.name}: {module}"
+            assert not any(n.startswith("_") for n in names), f"{path.name}: {module} {names}"
+        assert "_load_full_shard_maybe" not in text, path.name

@@ -12,7 +12,7 @@ import xarray as xr
 from helpers_netcdf import assert_one_line_error, assert_same_attrs, assert_same_dataset
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import INT16_FILL
+from tempocodec.granule.netcdf import INT16_FILL
 from tempocodec.granule.l2 import (
     FLOAT_FILL,
     HEADLINE,

@@ -25,14 +25,14 @@ def _radiance(rng, shape, channels=6):
 def _one_shot(blocks):
     """Reference mean and population std of log(max(L, 1)) per channel over valid values, in float64."""
     rows = np.concatenate([b.reshape(-1, b.shape[-1]) for b in blocks]).astype(np.float64)
-    valid = np.isfinite(rows) & (np.abs(rows) <= 1e30)
+    valid = np.isfinite(rows) & (np.abs(rows) < 1e30)
     logs = np.where(valid, np.log(np.maximum(np.where(valid, rows, 1.0), 1.0)), np.nan)
     return np.nanmean(logs, axis=0), np.nanstd(logs, axis=0)
 
 
 def test_is_valid_rule():
-    values = np.array([1.0, -3.0, np.nan, np.inf, -np.inf, FILL, 1e30, 2e30], np.float32)
-    assert is_valid(values).tolist() == [True, True, False, False, False, False, True, False]
+    values = np.array([1.0, -3.0, np.nan, np.inf, -np.inf, FILL, 1e30, -1e30, 2e30, 9.9e29], np.float32)
+    assert is_valid(values).tolist() == [True, True, False, False, False, False, False, False, False, True]
 
 
 def test_streaming_equals_one_shot_for_any_split():

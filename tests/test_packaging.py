@@ -31,8 +31,9 @@ def test_released_model_is_found_by_name():
     assert "Headline:" in (art.path / "model_card.md").read_text(encoding="utf-8")
 
 
-def test_data_path_modules_do_not_import_torch():
-    code = ("import sys, tempocodec.cli, tempocodec.runtime.store, tempocodec.runtime.query, tempocodec.evaluation.evaluate, tempocodec.codec.latents; "
-            "print('torch' in sys.modules)")
+def test_data_path_modules_do_not_import_torch_or_matplotlib():
+    code = ("import sys, tempocodec.cli, tempocodec.runtime.store, tempocodec.runtime.query, tempocodec.evaluation.run, "
+            "tempocodec.evaluation.summary, tempocodec.codec.latents; "
+            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"

@@ -10,13 +10,13 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from tempocodec.codec import kernel as codec
+from tempocodec.codec import kernel
 from tempocodec.runtime.artifacts import load_model
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.probes import PRODUCTS, latent_grid, load_probes
 from tempocodec.runtime.query import query_store, write_products
-from tempocodec.simulator.simulate import write_simulated
+from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule
 
 pytest_plugins = ["tiny_model_fixture", "probe_fixture"]
@@ -29,7 +29,7 @@ def no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the decoder ran")
 
-    monkeypatch.setattr(codec, "decode_tiles", refuse)
+    monkeypatch.setattr(kernel, "decode_tiles", refuse)
 
 
 def test_query_returns_products_on_the_latent_grid(probed_model, probe_store):

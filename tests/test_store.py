@@ -19,8 +19,8 @@ import tempocodec.runtime.store as store_module
 from tempocodec.runtime.artifacts import MODELS_ENV
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import read_l1b
-from tempocodec.simulator.simulate import write_simulated
+from tempocodec.granule.l1b import read_l1b, write_l1b
+from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule, decompress_store, open_store, store_info
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
@@ -141,6 +141,73 @@ def test_zarr_v2_store_decodes_like_v3(v3_store, uv_granule, tmp_path):
     a = open_store(v2, UV).radiance.values
     b = open_store(v3_store, UV).radiance.values
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def small_uv(tmp_path_factory) -> Path:
+    """A 40×70 simulated granule, UV band only."""
+    return write_simulated(tmp_path_factory.mktemp("small"), 40, 70, seed=9, bands="uv")[0]
+
+
+def respoiled(src: Path, dst: Path, fill: float | None, **attrs) -> tuple[Path, np.ndarray]:
+    """``src`` rewritten with radiance ``_FillValue`` ``fill`` (None: TEMPO's) held by its invalid elements, a negative
+    pixel, zero elements and radiance attributes ``attrs``; returns the file and what the rule makes invalid."""
+    granule = read_l1b(src)
+    ds = granule.bands[UV]
+    values = ds.radiance.values.copy()
+    old = np.float32(ds.radiance.attrs["_FillValue"])
+    bad = (values == old) | ~np.isfinite(values)
+    new = old if fill is None else np.float32(fill)
+    values[bad] = new
+    values[3, 3], values[5, 60, :9] = -5.0, 0.0
+    bad[3, 3], bad[5, 60, :9] = True, True
+    ds["radiance"] = (ds.radiance.dims, values, {**ds.radiance.attrs, "_FillValue": new, **attrs})
+    granule.bands[UV] = ds
+    write_l1b(dst, granule)
+    return dst, bad
+
+
+def assert_invalid_everywhere(store: Path, back: Path, bad: np.ndarray, fill: np.float32) -> np.ndarray:
+    """Invalid elements are NaN through xarray and ``fill`` through raw zarr and in the decompressed file; valid ones
+    are finite, positive and the same in all three. Returns the xarray values."""
+    opened = xr.open_zarr(store, group=UV).radiance.values
+    assert np.isnan(opened[bad]).all() and (opened[~bad] > 0).all()
+    raw = zarr.open_group(store, mode="r")[f"{UV}/radiance"][:]
+    nc = raw_group(back, UV).radiance
+    assert np.float32(nc.attrs["_FillValue"]) == fill
+    for values in (raw, nc.values):
+        np.testing.assert_array_equal(values == fill, bad)
+        np.testing.assert_array_equal(values[~bad], opened[~bad])
+    return opened
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_any_fill_value_and_non_positive_radiance_come_back_invalid(small_uv, tiny_models, tmp_path, zarr_format):
+    decoded = {}
+    for fill in (-1e30, 0.0, None):
+        src, bad = respoiled(small_uv, tmp_path / f"{fill}.nc", fill)
+        store, back = tmp_path / f"{fill}.zarr", tmp_path / f"{fill}-back.nc"
+        compress_granule(src, store, model=MODEL, zarr_format=zarr_format, drop_radiance_error=True, progress=False)
+        decompress_store(store, back, progress=False)
+        fill32 = np.float32(raw_group(src, UV).radiance.attrs["_FillValue"])
+        decoded[fill] = assert_invalid_everywhere(store, back, bad, fill32)
+    # the invalid elements never reached the encoder: valid ones decode alike whatever the fill
+    np.testing.assert_array_equal(decoded[-1e30], decoded[None])
+    np.testing.assert_array_equal(decoded[0.0], decoded[None])
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_radiance_outside_the_declared_valid_range_comes_back_invalid(small_uv, tiny_models, tmp_path, zarr_format):
+    radiance = raw_group(small_uv, UV).radiance.values
+    lo, hi = (np.float32(q) for q in np.nanquantile(np.where(np.abs(radiance) < 1e30, radiance, np.nan), [0.1, 0.9]))
+    src, bad = respoiled(small_uv, tmp_path / "ranged.nc", None, valid_min=lo, valid_max=hi)
+    bad |= (radiance < lo) | (radiance > hi)
+    store = tmp_path / "ranged.zarr"
+    compress_granule(src, store, model=MODEL, zarr_format=zarr_format, drop_radiance_error=True, progress=False)
+    back = decompress_store(store, tmp_path / "ranged-back.nc", progress=False)
+    opened = assert_invalid_everywhere(store, back, bad, np.float32(raw_group(src, UV).radiance.attrs["_FillValue"]))
+    assert (opened[~bad] >= lo).all() and (opened[~bad] <= hi).all()
+    assert raw_group(back, UV).radiance.attrs["valid_min"] == lo
 
 
 def test_band_without_model_is_kept_losslessly(both_bands, tiny_models, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for tempocodec.training.train: the loop learns, resume is exact, and a run on simulated granules gives a summary."""
+"""Tests for tempocodec.training: the loop learns, resume is exact, and a run on simulated granules gives a summary."""
 
 import json
 from dataclasses import asdict
@@ -8,19 +8,12 @@ import pytest
 import torch
 
 from tempocodec.errors import TempocodecError
-from tempocodec.training.train import (
-    LoopState,
-    TileSet,
-    TrainConfig,
-    batch_indices,
-    fit,
-    load_checkpoint,
-    make_optimizer,
-    spectral_basis,
-    split_granules,
-    validate,
-)
+from tempocodec.training.checkpoints import LoopState, load_checkpoint
+from tempocodec.training.config import TrainConfig
+from tempocodec.training.data import TileSet, spectral_basis, split_granules
+from tempocodec.training.loop import batch_indices, fit, make_optimizer, validate
 from tempocodec.training.vae import VAE, VAEConfig
+from tempocodec.training.validation import ValidationMetrics
 
 CHANNELS = 16
 MODEL = VAEConfig(n_channels=CHANNELS, latent_channels=4, widths=(8, 8, 16), res_blocks=(0, 1, 1))
@@ -111,13 +104,46 @@ def test_config_round_trip():
         TrainConfig.from_dict({"data": "x", "epoch": 3})
 
 
+def test_validation_metrics_are_the_evaluation_engine_s():
+    rng = np.random.default_rng(0)
+    mu = np.full(12, 28.0)
+    truth = np.exp(rng.normal(28, 0.3, (2, 16, 16, 12))).astype(np.float32)
+    recon = (truth * (1 + 0.03 * rng.normal(size=truth.shape))).astype(np.float32)
+    truth[0, 0, 0, :5] = 0.5  # below the signal floor: left out
+    recon[1, 2, 3, 4] = np.inf  # decoded as invalid: counted, left out
+    masks = np.ones((2, 16, 16), bool)
+    masks[1, 15] = False
+    metrics = ValidationMetrics(mu, None, latent_channels=3, latent_cells=4)
+    for t, r, m in zip(truth, recon, masks):
+        metrics.add(t, r, m, np.array([0.0, 0.1, 1.0]))
+    result = metrics.result()
+
+    o, d = truth[masks].astype(np.float64), recon[masks].astype(np.float64)
+    used = (o >= 1) & np.isfinite(d)
+    rel = np.where(used, (d - o) / o, np.nan)
+    assert result["decoded_fill"] == 1 and result["pixels"] == masks.sum() and result["tiles"] == 2
+    np.testing.assert_allclose(result["relative_error_mean_per_channel"], np.nanmean(np.abs(rel), axis=0), rtol=1e-5)
+    np.testing.assert_allclose(result["relative_error_median_per_channel"], np.nanmedian(np.abs(rel), axis=0),
+                               rtol=0.025)  # the engine's histograms, over every pixel
+    rrmse = np.sqrt(np.nanmean(rel**2, axis=1))
+    assert result["relative_rmse_per_spectrum"]["mean"] == pytest.approx(np.nanmean(rrmse), rel=1e-5)
+    assert result["relative_rmse_per_spectrum"]["median"] == pytest.approx(np.nanmedian(rrmse), rel=1e-5)
+    mean_rel = np.where(o >= 1, (np.exp(mu) - o) / o, np.nan)
+    baseline = np.sqrt(np.nanmean(mean_rel**2, axis=1))
+    assert result["relative_rmse_per_spectrum_mean_predictor"]["mean"] == pytest.approx(np.nanmean(baseline), rel=1e-5)
+    assert result["active_latent_channels"] == 2 and not result["posterior_collapse"]  # KL above 0.01 nat × 4 cells
+    with pytest.raises(TempocodecError, match="no validation tile"):
+        ValidationMetrics(mu, None, 3, 4).result()
+
+
 def _write_granules(directory, n: int, steps: int = 64, xtrack: int = 72) -> None:
     """Tiny L1B files of 1028 channels: smooth spectra times smooth fields, one fill row, linear wavelengths."""
     from datetime import UTC, datetime
 
     import xarray as xr
 
-    from tempocodec.granule.l1b import L1BGranule, l1b_filename, write_l1b
+    from tempocodec.granule.l1b import L1BGranule, write_l1b
+    from tempocodec.granule.naming import l1b_filename
 
     wavelength = np.linspace(290, 490, 1028)
     shape = 1e12 * (1 + 0.5 * np.sin(wavelength / 7.0)) * (wavelength / 400) ** 2
@@ -155,7 +181,7 @@ def test_train_run_and_export_on_granules(tmp_path):
     assert summary["data"]["provenance"]["simulated"]
     validation = summary["validation"]
     assert len(validation["relative_error_mean_per_channel"]) == 1028
-    assert validation["pixels"] == 63 * 64  # the fill row is left out
+    assert validation["pixels"] == 63 * 64 and validation["decoded_fill"] == 0  # the fill row is left out
     assert 0 < validation["relative_rmse_per_spectrum"]["mean"] < 10
     assert len(validation["kl_per_latent_channel"]) == 4
     assert set(validation["spectral_structure"]) == {"NO2_405_465", "O3_310_330"}

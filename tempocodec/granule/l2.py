@@ -19,15 +19,14 @@ import numpy as np
 import xarray as xr
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import (
+from tempocodec.granule.naming import parse_tempo_filename, tempo_filename
+from tempocodec.granule.netcdf import (
     INT16_FILL,
     TIME_UNITS,
     NetCDFLayout,
     NetCDFSource,
     VarSpec,
-    parse_tempo_filename,
     read_group,
-    tempo_filename,
     var_spec,
     write_netcdf,
 )

@@ -3,7 +3,7 @@
 The paper's transform, per spectral channel ``c``: ``x = clip((log(max(L, 1)) - mu[c]) / sigma[c], -10, 10)``,
 with ``mu``, ``sigma`` float32 ``(n_channels,)`` the mean and (population) standard deviation of ``log(max(L, 1))``
 over the training data. Radiance ``L`` is in photons s⁻¹ cm⁻² nm⁻¹ sr⁻¹. A value is *invalid* when it is not
-finite or ``|L| > 1e30`` (the L1B fill is -9.96921e36); invalid values are skipped by the statistics and map to
+finite or ``|L| >= 1e30`` (the L1B fill is -9.96921e36, a common other fill -1e30); invalid values are skipped by the statistics and map to
 ``x = 0`` (the channel mean) in :func:`normalize`.
 
 :class:`LogStats` accumulates the statistics over any number of blocks, in any order (Chan et al. pairwise merge
@@ -25,8 +25,9 @@ _ROWS_PER_PASS = 8192
 
 
 def is_valid(radiance: np.ndarray) -> np.ndarray:
-    """Boolean array of ``radiance``'s shape: true where the value is finite and ``|value| <= 1e30``."""
-    return np.abs(radiance) <= INVALID_ABOVE
+    """Boolean array of ``radiance``'s shape: true where the value is finite and ``|value| < 1e30`` (strictly, so that
+    a fill of ±1e30, which float32 rounds to just above 1e30 and compares equal to it, is invalid)."""
+    return np.abs(radiance) < INVALID_ABOVE
 
 
 def _log_radiance(radiance: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -134,7 +135,7 @@ def normalize(radiance: np.ndarray, mu: np.ndarray, sigma: np.ndarray, axis: int
     x -= mu
     x *= np.float32(1.0) / sigma
     np.clip(x, -CLIP, CLIP, out=x)
-    all_valid = radiance.size == 0 or (radiance.min() >= -INVALID_ABOVE and radiance.max() <= INVALID_ABOVE)
+    all_valid = radiance.size == 0 or (radiance.min() > -INVALID_ABOVE and radiance.max() < INVALID_ABOVE)
     if not all_valid:
         x[~is_valid(radiance)] = 0.0
     return x

@@ -1,9 +1,15 @@
 """Released model directories (layout in docs/design.md) and their ONNX Runtime sessions, without torch.
 
-A model is found by path or by name: a name is looked up in each directory of the ``TEMPOCODEC_MODELS`` environment
-variable (``os.pathsep``-separated), then in :func:`models_dir`; codecs look a model up by name and sha256 with
-:func:`find_model`, which first takes a matching model already loaded in the process. :func:`load_model` reads and verifies a directory once
-per process; :func:`session` opens one ONNX graph of it, once per process per (model sha256, graph, graph sha256).
+Which models may run: a store names its model, and a name is looked up only in trusted directories (:func:`model_dirs`:
+those of the ``TEMPOCODEC_MODELS`` environment variable, ``os.pathsep``-separated, then the ``model_dirs`` of the
+user's :func:`config_file`, then :func:`models_dir`). Codecs look a model up by name and sha256 with :func:`find_model`,
+which takes only plain names (:func:`check_model_name`: no path, no ``..``, no hidden name), so a store cannot make a
+reader run graphs from a path it chose; a sha256 check could not stop that, as the store would supply both. Only a
+model the user chose (a ``--model`` option, a Python argument) may be given as a directory path: :func:`resolve_model`.
+A model loaded from such a path serves the stores that name it by name and sha256 for the rest of the process.
+
+:func:`load_model` reads and verifies a directory once per process; :func:`session` opens one ONNX graph of it, once
+per process per (model sha256, graph, graph sha256), and refuses graphs with external data.
 
 A model's identity, the manifest's ``sha256`` that stores record and check, covers only the coding files
 (:data:`CODING_FILES`); the manifest's ``files`` lists every file with its own sha256 for integrity checks, so files
@@ -15,10 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
+import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import onnxruntime as ort
@@ -26,9 +34,11 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime.onnx_wire import external_tensors
 
 MODEL_FORMAT = "tempocodec-model/1"
 MODELS_ENV = "TEMPOCODEC_MODELS"
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.InvalidArgument,
                ort_state.NoSuchFile, ort_state.NotImplemented, ort_state.RuntimeException)
 _MANIFEST_KEYS = ("name", "band", "n_channels", "latent_channels", "tile", "downsample", "files", "sha256")
@@ -46,32 +56,82 @@ def models_dir() -> Path:
     return bundled if bundled.is_dir() else package.parent / "models"
 
 
-def _search_path() -> list[Path]:
-    """Directories searched for a model name: those of ``TEMPOCODEC_MODELS``, then :func:`models_dir`."""
+def config_file() -> Path | None:
+    """The user's configuration file, ``$XDG_CONFIG_HOME/tempocodec/config.toml`` (``~/.config/...`` when that is unset
+    or relative); None when no absolute location can be made (no home directory)."""
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.expanduser(os.path.join("~", ".config"))
+    return Path(base) / "tempocodec" / "config.toml" if os.path.isabs(base) else None
+
+
+def _config_model_dirs() -> list[Path]:
+    """The ``model_dirs = ["DIR", ...]`` of :func:`config_file` (none without a file): ``~`` expanded, relative
+    entries taken against the file's directory, never the working directory."""
+    path = config_file()
+    if path is None or not path.is_file():
+        return []
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise TempocodecError(f"{path}: unreadable configuration ({err})") from None
+    dirs = config.get("model_dirs", [])
+    unknown = sorted(set(config) - {"model_dirs"})
+    if unknown or not isinstance(dirs, list) or not all(isinstance(d, str) and d for d in dirs):
+        raise TempocodecError(f"{path}: expected only model_dirs = [\"DIR\", ...], a list of directory paths "
+                              f"(unknown keys {unknown}, model_dirs {dirs!r})")
+    return [path.parent / Path(d).expanduser() for d in dirs]
+
+
+def model_dirs() -> list[Path]:
+    """The trusted directories a model name is looked up in, in order: those of ``TEMPOCODEC_MODELS``, the config
+    file's ``model_dirs``, then :func:`models_dir`."""
     extra = [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
-    return [*extra, models_dir()]
+    return [*extra, *_config_model_dirs(), models_dir()]
 
 
 def known_models() -> list[str]:
-    """Names of the model directories (those holding a ``manifest.json``) on the search path, sorted, unique."""
-    names = {p.name for d in _search_path() if d.is_dir() for p in d.iterdir() if (p / "manifest.json").is_file()}
+    """Names of the model directories (those holding a ``manifest.json``) in :func:`model_dirs`, sorted, unique."""
+    names = {p.name for d in model_dirs() if d.is_dir() for p in d.iterdir()
+             if _MODEL_NAME.fullmatch(p.name) and (p / "manifest.json").is_file()}
     return sorted(names)
 
 
+def check_model_name(name: object) -> str:
+    """``name`` when it is a plain model name, one that can only select a directory directly inside a trusted
+    directory: a letter or digit, then letters, digits, ``.``, ``_``, ``-``, 128 characters at most (so no path
+    separator, ``..``, absolute path, drive, empty or hidden name). Raise naming ``name`` otherwise."""
+    if isinstance(name, str) and _MODEL_NAME.fullmatch(name):
+        return name
+    raise TempocodecError(f"model {name!r}: not a plain model name (letters, digits, '.', '_', '-'; no path): a store "
+                          f"names its model, which is looked up by name only in the trusted model directories")
+
+
+def _by_name(name: str) -> Path | None:
+    """The directory ``name`` in the first of :func:`model_dirs` that has a model by that name."""
+    return next((root / name for root in model_dirs() if (root / name / "manifest.json").is_file()), None)
+
+
+def _not_found(name_or_path: str) -> TempocodecError:
+    """The error for a model that is neither a known name nor (where paths are allowed) a model directory."""
+    config = config_file()
+    where = ", ".join([MODELS_ENV, *([f"model_dirs of {config}"] if config else []), str(models_dir())])
+    return TempocodecError(f"model {name_or_path!r}: no model directory by that name in the trusted model directories "
+                           f"({where}; known models: {', '.join(known_models()) or 'none'})")
+
+
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """The directory of a model given as a directory path or as a name on the search path."""
-    path = Path(name_or_path)
-    if (path / "manifest.json").is_file():
-        return path
-    if path.name == str(name_or_path):
-        for root in _search_path():
-            if (root / path / "manifest.json").is_file():
-                return root / path
-    known = ", ".join(known_models()) or "none"
-    raise TempocodecError(
-        f"model {str(name_or_path)!r}: no model directory by that path or name "
-        f"(searched {MODELS_ENV} and {models_dir()}; known models: {known})"
-    )
+    """The directory of a model the user chose (a ``--model`` option, a Python argument): a plain name found in
+    :func:`model_dirs`, else a model directory path, trusted because the user gave it. Not for names read from a store
+    (use :func:`find_model`). A name is looked up first, so a directory of the same name in the working directory
+    cannot stand in for a trusted model; ``./NAME`` selects that directory."""
+    text = os.fspath(name_or_path)
+    found = _by_name(text) if _MODEL_NAME.fullmatch(text) else None
+    if found is not None:
+        return found
+    if (Path(text) / "manifest.json").is_file():
+        return Path(text)
+    raise _not_found(text)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -142,6 +202,8 @@ class ModelArtifacts:
         """Path of the ONNX graph ``which`` (``"encoder"``, ``"decoder"``, ...); raise if it is not in the model."""
         name = f"{which}.onnx"
         path = self.path / name
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or "\\" in name:
+            raise TempocodecError(f"{self.path}: graph name {which!r} points outside the model directory")
         if name not in self.files:
             raise TempocodecError(f"{self.path}: model {self.name} has no {name} in its manifest")
         if not path.is_file():
@@ -167,12 +229,19 @@ def load_model(model_dir: str | os.PathLike) -> ModelArtifacts:
 
 
 def find_model(name: str, sha256: str) -> ModelArtifacts:
-    """Model ``name``: the one with ``sha256`` already loaded in this process (from any path), else by name.
+    """The model a store names: ``name`` must be a plain name (:func:`check_model_name`), never a path. It is the model
+    with ``name`` and ``sha256`` already loaded in this process (one the user chose, from any path), else the directory
+    ``name`` in the first of :func:`model_dirs` that has it.
 
     The caller checks the sha256 of a model found by name.
     """
-    art = _loaded.get((name, sha256))
-    return art if art is not None else load_model(resolve_model(name))
+    art = _loaded.get((check_model_name(name), sha256))
+    if art is not None:
+        return art
+    path = _by_name(name)
+    if path is None:
+        raise _not_found(name)
+    return load_model(path)
 
 
 @lru_cache(maxsize=32)
@@ -188,6 +257,9 @@ def _load_model(path: Path, stamp: int) -> ModelArtifacts:
         raise TempocodecError(
             f"{manifest_path}: not a {MODEL_FORMAT} manifest (format {manifest.get('format')!r}, missing {missing})"
         )
+    if not _MODEL_NAME.fullmatch(str(manifest["name"])):
+        raise TempocodecError(f"{manifest_path}: name {manifest['name']!r} is not a plain model name "
+                              f"(letters, digits, '.', '_', '-'), so stores could not name the model")
     files = {str(k): str(v) for k, v in manifest["files"].items()}
     if identity_sha256(files, str(manifest_path)) != manifest["sha256"]:
         raise TempocodecError(f"{manifest_path}: sha256 does not match the sha256 of its coding files {list(CODING_FILES)}")
@@ -263,6 +335,7 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
             data = path.read_bytes()
             if sha256_bytes(data) != art.files[f"{which}.onnx"]:
                 raise TempocodecError(f"{path}: sha256 differs from the manifest (file changed or corrupt)")
+            _check_self_contained(data, path)
             options = ort.SessionOptions()
             options.intra_op_num_threads = _cpu_count()
             options.inter_op_num_threads = 1
@@ -272,6 +345,24 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
             except _ORT_ERRORS as err:
                 raise TempocodecError(f"{path}: ONNX Runtime cannot load the graph ({err})") from None
         return _sessions[key]
+
+
+def _check_self_contained(data: bytes, path: Path) -> None:
+    """Refuse the graph ``data`` (read from ``path``) when a tensor of it keeps its data in another file.
+
+    ONNX Runtime would open such a file by the ``location`` the graph gives (relative to the model path, or for a graph
+    given as bytes to the working directory or not at all, depending on its version), and the manifest does not hash
+    it. Rather than trust each runtime version to confine those paths, the rule is that a model's graphs are
+    self-contained: :func:`tempocodec.runtime.onnx_wire.external_tensors` reads the protobuf without the ``onnx``
+    package and finds every such tensor. Exported graphs are single files (a model far below protobuf's 2 GB limit).
+    """
+    try:
+        external = external_tensors(data)
+    except ValueError as err:
+        raise TempocodecError(f"{path}: not a readable ONNX graph ({err})") from None
+    if external:
+        raise TempocodecError(f"{path}: tensors {external[:3]} keep their data in external files; the graphs "
+                              f"of a model must be self-contained")
 
 
 def write_card_section(model_dir: str | os.PathLike, title: str, body: str) -> Path:

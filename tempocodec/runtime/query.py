@@ -19,7 +19,8 @@ from rich.table import Table
 from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
 from tempocodec.errors import TempocodecError
 from tempocodec.atomic import check_target
-from tempocodec.granule.l1b import GEO_FILL, NETCDF_FILE, NetCDFLayout, write_netcdf
+from tempocodec.granule.l1b import GEO_FILL
+from tempocodec.granule.netcdf import NETCDF_FILE, NetCDFLayout, write_netcdf
 from tempocodec.granule.l2 import FLOAT_FILL
 from tempocodec.runtime.store import reading
 from tempocodec.runtime.probes import (

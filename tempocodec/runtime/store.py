@@ -32,9 +32,11 @@ from zarr.codecs import BloscCodec
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.codec.kernel import make_codec, make_numcodec
+from tempocodec.codec.numcodec import make_numcodec
+from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import NETCDF_FILE, RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 
@@ -44,6 +46,10 @@ SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
 STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
 """What ``compress --overwrite`` may replace."""
+MAX_ATTRIBUTE_CHARS = 65536
+"""Longest string dtype a store may record for an attribute (characters)."""
+_ATTRIBUTE_SIZES = {"i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (4, 8)}
+"""Bytes per element of the numeric dtypes netCDF attributes can have, by numpy kind."""
 
 ZarrFormat = Literal[2, 3]
 
@@ -170,7 +176,7 @@ def _write_band(
     progress: bool,
 ) -> dict[str, Any]:
     """One band group; returns the band's entry of the ``tempocodec.bands`` attribute."""
-    fill = _fill_value(ds["radiance"])
+    fill, valid = _fill_value(ds["radiance"]), _valid_range(ds["radiance"])
     ds, encoding = _lossless(ds, f"/{band}", zarr_format, dtypes)
     if "radiance_error" in ds:
         ds["radiance_error"] = _bitround(ds["radiance_error"])
@@ -184,7 +190,7 @@ def _write_band(
             raise TempocodecError(
                 f"model {model.name} takes {model.n_channels} spectral channels, {band} has {ds.sizes['spectral_channel']}"
             )
-        encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, zarr_format)
+        encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, valid, zarr_format)
         entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": latent_dtype}
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
     ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
@@ -193,20 +199,24 @@ def _write_band(
     return entry
 
 
-def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float32, zarr_format: ZarrFormat) -> dict[str, Any]:
-    """Zarr encoding of a radiance array through the VAE codec (sharded on v3)."""
+def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float32, valid: tuple[float | None, float | None],
+                       zarr_format: ZarrFormat) -> dict[str, Any]:
+    """Zarr encoding of a radiance array through the VAE codec (sharded on v3), given the source's fill value and
+    valid range ``(valid_min, valid_max)``: the codec takes both, and the zarr array's own fill value is the source's
+    too, so that zarr's padding and chunks it never stores read as that fill."""
     chunks = (TILE, TILE, model.n_channels)
     if zarr_format == 3:
         return {
-            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=fill),
+            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=fill, valid_min=valid[0], valid_max=valid[1]),
             "compressors": None,
             "filters": None,
             "chunks": chunks,
             "shards": (TILE, SHARD_XTRACK, model.n_channels),
             "_FillValue": fill,
+            "fill_value": fill,
         }
     return {
-        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=fill)],
+        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=fill, valid_min=valid[0], valid_max=valid[1])],
         "filters": None,
         "chunks": chunks,
         "_FillValue": fill,
@@ -243,6 +253,18 @@ def _bitround(var: xr.DataArray) -> xr.DataArray:
 def _fill_value(radiance: xr.DataArray) -> np.float32:
     """The radiance array's fill value (its ``_FillValue``), or TEMPO's L1B radiance fill."""
     return np.float32(radiance.encoding.get("_FillValue", radiance.attrs.get("_FillValue", RADIANCE_FILL)))
+
+
+def _valid_range(radiance: xr.DataArray) -> tuple[float | None, float | None]:
+    """The radiance array's declared ``(valid_min, valid_max)`` (its ``valid_range``, else ``valid_min`` / ``valid_max``
+    attributes), None for a bound it does not declare."""
+    attrs = radiance.attrs
+    bounds = list(np.ravel(attrs["valid_range"])) if "valid_range" in attrs else [attrs.get("valid_min"), attrs.get("valid_max")]
+    try:
+        lo, hi = (None if b is None else float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise TempocodecError(f"radiance: its valid range {bounds} is not two numbers") from None
+    return lo, hi
 
 
 def _to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict, zarr_format: ZarrFormat, mode: str) -> None:
@@ -401,7 +423,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     check_target(dst, replace)
     root = open_root(src)
     meta = root.attrs["tempocodec"]
-    dtypes = meta.get("attribute_dtypes", {})
+    dtypes = _attribute_dtypes(meta.get("attribute_dtypes", {}), src)
     root_ds = _open_group(src, None)
     attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
     root_ds = _typed_vars(root_ds, "/", dtypes)
@@ -412,7 +434,37 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     return dst
 
 
-def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, str]) -> xr.Dataset:
+def _attribute_dtypes(record: Any, path: Path) -> dict[str, np.dtype]:
+    """The store's record of attribute dtypes (``/group/variable/attribute`` -> dtype name), each checked with
+    :func:`_netcdf_attribute_dtype`; raise naming the first that is refused."""
+    if not isinstance(record, dict):
+        raise TempocodecError(f"{path}: attribute_dtypes must map attribute keys to dtype names, got {record!r:.80}")
+    dtypes = {}
+    for key, name in record.items():
+        dtype = _netcdf_attribute_dtype(name)
+        if dtype is None:
+            raise TempocodecError(f"{path}: attribute {key!r:.80} has dtype {name!r:.80}; netCDF attributes are int8.."
+                                  f"uint64, float32, float64 or strings of at most {MAX_ATTRIBUTE_CHARS} characters")
+        dtypes[str(key)] = dtype
+    return dtypes
+
+
+def _netcdf_attribute_dtype(name: Any) -> np.dtype | None:
+    """The numpy dtype ``name`` when a netCDF attribute can have it (int8..uint64, float32, float64, a string of at
+    most :data:`MAX_ATTRIBUTE_CHARS` characters), else None: a store must not make the reader allocate, say, one 2 GB
+    ``S2000000000`` element or build object arrays."""
+    try:
+        dtype = np.dtype(name) if isinstance(name, str) else None
+    except (TypeError, ValueError):
+        return None
+    if dtype is None:
+        return None
+    if dtype.kind in "US":
+        return dtype if dtype.itemsize // (4 if dtype.kind == "U" else 1) <= MAX_ATTRIBUTE_CHARS else None
+    return dtype if dtype.itemsize in _ATTRIBUTE_SIZES.get(dtype.kind, ()) else None
+
+
+def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, np.dtype]) -> xr.Dataset:
     """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own notes dropped."""
     ds = ds.copy()
     for name in ds.variables:
@@ -428,12 +480,19 @@ def _attr_key(where: str, key: str) -> str:
     return f"{where.rstrip('/')}/{key}"
 
 
-def _typed_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> dict[str, Any]:
-    """Attributes with numeric values cast back to the dtypes recorded by :func:`_json_attrs`."""
+def _typed_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, np.dtype]) -> dict[str, Any]:
+    """Attributes with numeric values cast back to the dtypes recorded by :func:`_json_attrs`; strings take the
+    width of their values (never more than the JSON holds). Raise when a value does not fit its dtype."""
     out: dict[str, Any] = {}
     for key, value in attrs.items():
         if key == "tempocodec":
             continue
         dtype = dtypes.get(_attr_key(where, key))
-        out[key] = np.asarray(value, dtype=dtype)[()] if dtype else value
+        if dtype is None:
+            out[key] = value
+            continue
+        try:
+            out[key] = np.asarray(value, dtype=dtype.kind if dtype.kind in "US" else dtype)[()]
+        except (TypeError, ValueError, OverflowError) as err:
+            raise TempocodecError(f"attribute {_attr_key(where, key)!r}: {value!r:.80} is not {dtype} ({err})") from None
     return out

@@ -52,7 +52,7 @@ from tempocodec.runtime.probes import (
 from tempocodec.progress import progress_bar
 from tempocodec.runtime.store import compress_granule
 from tempocodec.prepare.tiles import pool_to_latent
-from tempocodec.training.train import find_granules, split_granules
+from tempocodec.training.data import find_granules, split_granules
 
 CARD_SECTION = "Probes"
 

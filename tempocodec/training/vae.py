@@ -1,4 +1,4 @@
-"""The convolutional VAE for hyperspectral tiles (architecture and loss only; the training loop is in ``train.py``).
+"""The convolutional VAE for hyperspectral tiles (architecture and loss only; the training loop is in ``loop.py``).
 
 Shapes: the encoder maps normalized radiance ``(N, n_channels, H, W)`` to a diagonal Gaussian posterior
 ``mean``, ``logvar`` of shape ``(N, latent_channels, H/d, W/d)`` with ``d = downsample``; the decoder maps a latent

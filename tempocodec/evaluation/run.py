@@ -1,0 +1,168 @@
+"""How faithful a compressed store is to its original granule: :func:`evaluate_store` and its :class:`Evaluation`.
+
+:func:`evaluate_store` streams over the band in blocks of :data:`BLOCK_STEPS` mirror steps × :data:`BLOCK_XTRACK`
+cross-track pixels (one shard of the store), reading the original L1B radiance and the store's decoded radiance
+block by block, so two copies of a large granule are never in memory at once. The metrics are those of
+:mod:`tempocodec.evaluation.metrics`.
+
+When the band covers 405–465 nm, a DOAS fit of the NO₂ slant column (:mod:`tempocodec.evaluation.doas_check`) runs
+on both copies; when the L2 truth files of the granule lie beside the original, the products read from the latents
+are scored against them (:mod:`tempocodec.evaluation.probe_scores`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from tempocodec.errors import TempocodecError
+from tempocodec.evaluation.doas_check import (
+    DoasComparison,
+    DoasFits,
+    doas_truth,
+    setup_or_reason,
+)
+from tempocodec.evaluation.metrics import BLOCK_STEPS, Metrics, MetricsAccumulator
+from tempocodec.evaluation.probe_scores import ProbeScore, probe_scores
+from tempocodec.granule.l1b import open_l1b
+from tempocodec.progress import progress_bar
+from tempocodec.runtime.store import open_store, store_info
+from tempocodec.science.doas import DoasSetup
+from tempocodec.science.spectroscopy import BAND_GRIDS, nominal_wavelength
+
+BLOCK_XTRACK = 512
+EXAMPLE_QUANTILES = (("median", 50.0), ("99th percentile", 99.0), ("worst", 100.0))
+
+
+@dataclass(frozen=True)
+class ExampleSpectrum:
+    """One pixel's spectrum in both copies: ``original``, ``decoded`` float64 ``(C,)``; its relative RMSE (fraction)."""
+
+    label: str
+    step: int
+    xtrack: int
+    relative_rmse: float
+    original: np.ndarray
+    decoded: np.ndarray
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything :func:`evaluate_store` measured: the metrics, the store's compression ratios (raw bytes over
+    stored bytes: of the band's radiance, and of every array against every file of the store), the DOAS
+    comparison and the probe scores (each None/empty with the reason when skipped), and example spectra."""
+
+    original: Path
+    store: Path
+    band: str
+    metrics: Metrics
+    ratio_radiance: float
+    ratio_store: float
+    doas: DoasComparison | None
+    doas_skipped: str | None
+    probes: tuple[ProbeScore, ...]
+    probes_skipped: str | None
+    examples: tuple[ExampleSpectrum, ...] = field(default_factory=tuple)
+
+
+def _blocks(shape: tuple[int, int]) -> Iterator[tuple[slice, slice]]:
+    """``(steps, xtrack)`` slices of :data:`BLOCK_STEPS` × :data:`BLOCK_XTRACK` covering ``shape``."""
+    for s in range(0, shape[0], BLOCK_STEPS):
+        for x in range(0, shape[1], BLOCK_XTRACK):
+            yield slice(s, min(shape[0], s + BLOCK_STEPS)), slice(x, min(shape[1], x + BLOCK_XTRACK))
+
+
+def _check_same_granule(original: Path, store: Path, source: xr.Dataset, stored: xr.Dataset) -> None:
+    """Raise unless the store's band holds the original's granule: the same radiance shape and geolocation."""
+    shape, stored_shape = source["radiance"].shape, stored["radiance"].shape
+    if shape != stored_shape:
+        raise TempocodecError(
+            f"{store}: radiance is {stored_shape}, {original.name} has {shape}: not the same granule"
+        )
+    for name in ("latitude", "longitude"):
+        if name in source and name in stored:
+            a, b = np.asarray(source[name].values), np.asarray(stored[name].values)
+            if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
+                raise TempocodecError(f"{store}: its {name} differs from {original.name}'s: not the same granule")
+
+
+def _wavelength(band: str, source: xr.Dataset) -> np.ndarray:
+    """The band's wavelength grid, ``(X, C)`` from ``nominal_wavelength`` or ``(C,)`` from the nominal grid (nm)."""
+    if "nominal_wavelength" in source:
+        return np.asarray(source["nominal_wavelength"].values, np.float64)
+    if band in BAND_GRIDS:
+        return nominal_wavelength(band)
+    raise TempocodecError(f"{band}: no nominal_wavelength in the granule and no known grid for the band")
+
+
+def evaluate_store(original: str | os.PathLike, store: str | os.PathLike, *, band: str = "band_290_490_nm",
+                   progress: bool = True) -> Evaluation:
+    """Compare the band ``band`` of the store ``store`` (written by ``compress``) with the L1B file ``original``."""
+    original, store = Path(original), Path(store)
+    summary = store_info(store)
+    if band not in summary.bands:
+        raise TempocodecError(f"{store}: no band {band} (the store holds {', '.join(summary.bands)})")
+    stored = open_store(store, band)
+    with open_l1b(original) as granule:
+        source = granule.band(band)
+        _check_same_granule(original, store, source, stored)
+        wavelength = _wavelength(band, source)
+        setup, doas_skipped = setup_or_reason(band, wavelength)
+        acc, fits = _compare_blocks(granule, band, source, stored, setup, progress)
+        metrics = acc.result(wavelength if wavelength.ndim == 1 else wavelength.mean(axis=0))
+        examples = _examples(granule, band, stored, metrics)
+    doas = None if fits is None else fits.result(doas_truth(original, acc.shape))
+    probes, probes_skipped = probe_scores(original, store, band)
+    return Evaluation(
+        original=original,
+        store=store,
+        band=band,
+        metrics=metrics,
+        ratio_radiance=summary.radiance(band).ratio,
+        ratio_store=summary.total_raw / summary.total_stored,
+        doas=doas,
+        doas_skipped=doas_skipped,
+        probes=probes,
+        probes_skipped=probes_skipped,
+        examples=examples,
+    )
+
+
+def _compare_blocks(granule, band: str, source: xr.Dataset, stored: xr.Dataset, setup: DoasSetup | None,
+                    progress: bool) -> tuple[MetricsAccumulator, DoasFits | None]:
+    """Stream every block of the open L1B ``granule``'s band (``source``, its dataset) and of the store's
+    (``stored``) through the metrics and, with a ``setup``, the NO₂ fits."""
+    n_steps, n_xtrack, n_channels = source["radiance"].shape
+    acc = MetricsAccumulator((n_steps, n_xtrack), n_channels)
+    fits = None if setup is None else DoasFits(setup, (n_steps, n_xtrack))
+    blocks = list(_blocks((n_steps, n_xtrack)))
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task(f"evaluate {band}", total=len(blocks))
+        for steps, xtrack in blocks:
+            orig = granule.radiance_block(band, steps, xtrack)
+            dec = np.asarray(stored["radiance"][steps, xtrack].values)
+            noise = np.asarray(source["radiance_error"][steps, xtrack].values) if "radiance_error" in source else None
+            acc.add(steps, xtrack, orig, dec, noise)
+            if fits is not None:
+                fits.add(steps, xtrack, orig, dec)
+            bar.advance(task)
+    return acc, fits
+
+
+def _examples(granule, band: str, stored: xr.Dataset, metrics: Metrics) -> tuple[ExampleSpectrum, ...]:
+    """The pixels at the median, 99th percentile and maximum of the per-spectrum relative RMSE, read again."""
+    rrmse = metrics.relative_rmse_map
+    out = []
+    for label, q in EXAMPLE_QUANTILES:
+        target = np.nanpercentile(rrmse, q)
+        step, xtrack = np.unravel_index(np.nanargmin(np.abs(rrmse - target)), rrmse.shape)
+        orig = granule.radiance_block(band, slice(step, step + 1), slice(xtrack, xtrack + 1))[0, 0]
+        dec = np.asarray(stored["radiance"][step, xtrack].values)
+        out.append(ExampleSpectrum(label, int(step), int(xtrack), float(rrmse[step, xtrack]),
+                                   orig.astype(np.float64), dec.astype(np.float64)))
+    return tuple(out)
