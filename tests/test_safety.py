@@ -143,6 +143,25 @@ def test_each_constant_has_one_definition():
                      "N_CHANNELS": ["bands.py"], "TILE": ["prepare/tiles.py"]}
 
 
+def test_every_writer_renames_through_the_atomic_helper():
+    """No module but tempocodec/atomic.py moves a temporary output into place itself (os.replace, os.rename,
+    Path.replace, tempfile's temporary names)."""
+    movers = {("os", "replace"), ("os", "rename"), ("tempfile", "mkdtemp"), ("tempfile", "mkstemp")}
+    found = []
+    for root in ("tempocodec", "scripts", "benchmarks"):
+        for path in (PACKAGE.parent / root).rglob("*.py"):
+            if path == PACKAGE / "atomic.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
+                path_move = node.func.attr == "replace" and len(node.args) == 1 and not node.keywords
+                if (owner, node.func.attr) in movers or path_move:  # str.replace takes two arguments
+                    found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert found == []
+
+
 # --------------------------------------------------------------------------------------------------- --overwrite
 
 
