@@ -8,9 +8,10 @@ pytest.importorskip("torch", reason="needs torch: pip install -e '.[train]'")
 
 import json
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from probe_fixture import ProbedModel
 from torch_models import SPECTRAL_NAME, train_spectral
 
 from tempocodec.errors import TempocodecError
@@ -22,12 +23,22 @@ pytestmark = pytest.mark.torch
 pytest_plugins = ["probe_fixture"]  # the session fixture probe_granules
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A model directory with probes trained here, its held-out table, the held-out granules and the model identity."""
+
+    path: Path
+    metrics: list[dict]
+    heldout: Path
+    identity: str
+
+
 @pytest.fixture(scope="module")
-def trained(probe_granules, tmp_path_factory) -> ProbedModel:
+def trained(probe_granules, tmp_path_factory) -> Trained:
     """The spectral-encoder model with probes trained here on ``probe_granules.train``, measured on ``.heldout``."""
     model, metrics = train_spectral(tmp_path_factory.mktemp("trained") / SPECTRAL_NAME, probe_granules.train,
                                     probe_granules.heldout)
-    return ProbedModel(model, metrics, probe_granules, load_model(model).sha256)
+    return Trained(model, metrics, probe_granules.heldout, load_model(model).sha256)
 
 
 def rows_of(metrics, product):
@@ -61,7 +72,7 @@ def test_probes_json_and_loaded_probes(trained):
     assert description["inputs"] == {"latent_channels": 32, "geometry": list(GEOMETRY_INPUTS), "n_features": 35}
     held, train = description["granules"]["heldout"], description["granules"]["train"]
     assert len(held) == 1 and len(train) == 2 and not set(held) & set(train + description["granules"]["validation"])
-    assert description["granules"]["heldout_source"] == f"directory {trained.granules.heldout}"
+    assert description["granules"]["heldout_source"] == f"directory {trained.heldout}"
     probes = load_probes(load_model(trained.path))
     assert probes.geometry == GEOMETRY_INPUTS and probes.transforms["no2"].kind == "asinh"
     x = np.zeros((5, 35), np.float32)
