@@ -44,9 +44,10 @@ def tiny_stats(n_channels: int) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-def model_variant(src: Path, dst: Path, shift: float) -> Path:
-    """Copy model directory ``src`` to ``dst`` with ``mu`` shifted by ``shift`` (log radiance) and the manifest
-    rewritten: the same graphs under another identity (sha256) with other statistics, so other decoded values.
+def model_variant(src: Path, dst: Path, shift: float, name: str | None = None) -> Path:
+    """Copy model directory ``src`` to ``dst`` with ``mu`` shifted by ``shift`` (log radiance), renamed ``name``
+    (None: the same name), and the manifest rewritten: the same graphs under another identity (sha256) with other
+    statistics, so other decoded values.
 
     Serves tests that need a second model of the same name without exporting one (no torch).
     """
@@ -57,6 +58,7 @@ def model_variant(src: Path, dst: Path, shift: float) -> Path:
     manifest = json.loads((dst / "manifest.json").read_text(encoding="utf-8"))
     manifest["files"]["normalization.npz"] = sha256_bytes((dst / "normalization.npz").read_bytes())
     manifest["sha256"] = identity_sha256(manifest["files"])
+    manifest["name"] = manifest["name"] if name is None else name
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return dst
 
