@@ -189,7 +189,7 @@ def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> 
 @click.option("--steps", type=int, default=3000, show_default=True, help="Optimizer steps in all.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Crops per step (per process).")
 @click.option("--crop", type=int, default=32, show_default=True, help="Crop side in pixels (multiple of 4).")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
 @click.option("--hidden", type=int, default=160, show_default=True, help="Width of the residual networks.")
 @click.option("--depth", type=int, default=2, show_default=True, help="3×3 layers in each residual network.")
 @click.option("--eval-every", type=int, default=200, show_default=True)

@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 import zarr
 from click.testing import CliRunner
-from tiny_model import export_tiny
+from tiny_model import model_variant
 
 import tempocodec.runtime.store as store_module
 from tempocodec.runtime.artifacts import MODELS_ENV
@@ -303,8 +303,8 @@ def test_killed_compress_leaves_no_output_and_the_next_run_cleans_up(uv_granule,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.zarr"]
 
 
-def test_store_from_another_model_is_a_clear_error(v3_store, tmp_path):
-    other = export_tiny(tmp_path / "models" / MODEL, MODEL, 1028, 32, seed=3)
+def test_store_from_another_model_is_a_clear_error(v3_store, tiny_models, tmp_path):
+    other = model_variant(tiny_models.full, tmp_path / "models" / MODEL, shift=0.3)
     code = f"from tempocodec.cli import main; main([\"decompress\", {str(v3_store)!r}, {str(tmp_path / 'x.nc')!r}, \"--quiet\"])"
     env = {**os.environ, MODELS_ENV: str(other.parent)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
