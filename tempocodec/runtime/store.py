@@ -41,7 +41,7 @@ from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 
 STORE_FORMAT = "tempocodec-store/1"
-DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv"}
+DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2"}
 SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
 STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
