@@ -208,7 +208,7 @@ def stored_objects(array: zarr.Array, layout: Layout) -> list[tuple[tuple[int, i
     """``(grid index, key, bytes)`` of every chunk (or shard) object ``array``'s grid has; bytes None where absent."""
     blocks = _grid(array.shape, layout.block)
     keys = [layout.key((i, j, 0)) for i, j in blocks]
-    return list(zip(blocks, keys, _run(_get_all(array.store, keys)), strict=True))
+    return list(zip(blocks, keys, fetch(array.store, keys), strict=True))
 
 
 def object_chunks(array: zarr.Array, layout: Layout, index: tuple[int, int], data: bytes) -> ChunkBytes:
@@ -274,3 +274,17 @@ async def _set_all(store: Store, objects: dict[str, bytes]) -> None:
             await store.set(key, prototype.buffer.from_bytes(data))
 
     await asyncio.gather(*(put(key, data) for key, data in objects.items()))
+
+
+def fetch(store: Store, keys: list[str]) -> list[bytes | None]:
+    """The bytes stored under each of ``keys`` in ``store`` (None where absent)."""
+    return _run(_get_all(store, keys))
+
+
+def list_keys(store: Store, prefix: str) -> list[str]:
+    """Every key of ``store`` that starts with ``prefix``."""
+
+    async def collect() -> list[str]:
+        return [key async for key in store.list_prefix(prefix)]
+
+    return _run(collect())
