@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import zarr
+from zarr.abc.store import Store
 
 from tempocodec.codec.stored import fetch, list_keys
 from tempocodec.errors import TempocodecError
@@ -51,11 +52,16 @@ def arrays(root: zarr.Group) -> dict[str, zarr.Array]:
     return {path: node for path, node in root.members(max_depth=None) if isinstance(node, zarr.Array)}
 
 
-def stored_keys(array: zarr.Array) -> list[str]:
-    """The keys (relative to the array) of the chunk or shard objects ``array`` holds, its metadata left out."""
-    prefix = f"{array.path}/"
-    keys = (key[len(prefix) :] for key in list_keys(array.store, prefix))
-    return sorted(key for key in keys if key not in METADATA_DOCUMENTS)
+def stored_keys(root: zarr.Group) -> dict[str, list[str]]:
+    """The keys (relative to the array) of the chunk or shard objects each array under the store root ``root`` holds,
+    by array path, metadata documents left out; one listing of the store."""
+    found: dict[str, list[str]] = {path: [] for path in arrays(root)}
+    for key in list_keys(root.store, ""):
+        parts = key.split("/")
+        owner = next(("/".join(parts[:i]) for i in range(1, len(parts)) if "/".join(parts[:i]) in found), None)
+        if owner is not None and parts[-1] not in METADATA_DOCUMENTS:
+            found[owner].append(key[len(owner) + 1 :])
+    return {path: sorted(keys) for path, keys in found.items()}
 
 
 def crc32(data: bytes) -> int:
@@ -63,19 +69,22 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data)
 
 
-def fetch_objects(array: zarr.Array, keys: list[str]) -> dict[str, bytes | None]:
-    """The bytes of ``array``'s objects ``keys`` (relative to the array), None where absent."""
-    found = fetch(array.store, [f"{array.path}/{key}" for key in keys])
-    return dict(zip(keys, found, strict=True))
+def fetch_objects(store: Store, keys: dict[str, list[str]]) -> dict[str, dict[str, bytes | None]]:
+    """The bytes of the objects ``keys`` (array path -> keys relative to the array) of ``store``, None where absent;
+    one batch of reads."""
+    flat = [(path, key) for path, names in keys.items() for key in names]
+    found = fetch(store, [f"{path}/{key}" for path, key in flat])
+    out: dict[str, dict[str, bytes | None]] = {path: {} for path in keys}
+    for (path, key), data in zip(flat, found, strict=True):
+        out[path][key] = data
+    return out
 
 
 def build_record(root: zarr.Group) -> Record:
-    """Read back every object of every array under ``root`` and record its CRC-32."""
-    objects = {}
-    for path, array in sorted(arrays(root).items()):
-        found = fetch_objects(array, stored_keys(array))
-        objects[path] = {key: crc32(data) for key, data in found.items() if data is not None}
-    return Record(objects)
+    """Read back every object of every array of the store root ``root`` and record its CRC-32."""
+    found = fetch_objects(root.store, stored_keys(root))
+    return Record({path: {key: crc32(data) for key, data in objects.items() if data is not None}
+                   for path, objects in sorted(found.items())})
 
 
 def read_record(meta: dict[str, Any], where: Path) -> Record | None:
@@ -146,23 +155,29 @@ def compare(recorded: dict[str, int], present: Iterable[str], contents: dict[str
 
 
 def check_listed(root: zarr.Group, record: Record, where: Path) -> None:
-    """Raise naming the first damaged array when any array's objects disagree with ``record`` by their keys, or an
-    array the record lists is gone."""
+    """Raise naming the first damaged array when any array of the store root ``root`` disagrees with ``record`` by
+    its objects' keys, or an array the record lists is gone."""
     found = arrays(root)
+    keys = stored_keys(root)
     for path, recorded in record.objects.items():
         if path not in found:
             raise TempocodecError(f"{where}: damaged store: array {path} is recorded but missing")
-        discrepancy = compare(recorded, stored_keys(found[path]))
+        discrepancy = compare(recorded, keys[path])
         if discrepancy:
             raise TempocodecError(f"{where}: damaged store: {path}: {discrepancy.describe(found[path], len(recorded))}")
 
 
-def check_contents(array: zarr.Array, path: str, record: Record, where: Path) -> None:
-    """Raise when ``array`` (at ``path`` in the store) holds other objects, or other bytes, than ``record`` says."""
-    recorded = record.objects.get(path)
-    if recorded is None:
-        raise TempocodecError(f"{where}: damaged store: array {path} is not in the store's integrity record")
-    found = fetch_objects(array, stored_keys(array))
-    discrepancy = compare(recorded, found, {key: data for key, data in found.items() if data is not None})
-    if discrepancy:
-        raise TempocodecError(f"{where}: damaged store: {path}: {discrepancy.describe(array, len(recorded))}")
+def check_contents(root: zarr.Group, paths: list[str], record: Record, where: Path) -> None:
+    """Raise naming the first array among ``paths`` (from the store root ``root``) that holds other objects, or
+    other bytes, than ``record`` says."""
+    unrecorded = [path for path in paths if path not in record.objects]
+    if unrecorded:
+        raise TempocodecError(f"{where}: damaged store: array {unrecorded[0]} is not in the store's integrity record")
+    listed = stored_keys(root)
+    found = fetch_objects(root.store, {path: listed.get(path, []) for path in paths})
+    for path in paths:
+        present = {key: data for key, data in found[path].items() if data is not None}
+        discrepancy = compare(record.objects[path], present, present)
+        if discrepancy:
+            array = root[path]
+            raise TempocodecError(f"{where}: damaged store: {path}: {discrepancy.describe(array, len(record.objects[path]))}")

@@ -425,9 +425,9 @@ def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
     VAE-coded radiance lies at the chunk grid position it records. Reads every object once (a store is small)."""
     meta = root.attrs["tempocodec"]
     record = integrity.read_record(meta, path)
+    if record is not None:
+        integrity.check_contents(root, arrays, record, path)
     for name in arrays:
-        if record is not None:
-            integrity.check_contents(root[name], name, record, path)
         band, _, variable = name.rpartition("/")
         if variable == "radiance" and meta["bands"].get(band, {}).get("radiance") == "vae":
             read_stored_chunks(root[name])

@@ -101,7 +101,7 @@ def verify_store(path: str | os.PathLike, *, progress: bool = True) -> Report:
     found = integrity.arrays(root)
     if record is not None:
         report.faults += [Fault(p, "", "recorded but missing from the store") for p in sorted(set(record.objects) - set(found))]
-    listed = {p: integrity.stored_keys(a) for p, a in found.items()}
+    listed = integrity.stored_keys(root)
     bar = progress_bar(enabled=progress)
     with bar:
         task = bar.add_task(f"verify {path.name}", total=sum(len(keys) for keys in listed.values()))
@@ -223,7 +223,7 @@ def _decode_lossless(report: Report, check: ArrayCheck, array: zarr.Array, keys:
             array.get_block_selection(index)
         except Exception as err:  # zarr and numcodecs raise many types for damaged bytes
             report.faults.append(Fault(check.path, integrity.tile(array, key), _short(err, array)))
-    found = integrity.fetch_objects(array, keys)
+    found = integrity.fetch_objects(array.store, {check.path: keys})[check.path]
     return {key: data for key, data in found.items() if data is not None}
 
 
