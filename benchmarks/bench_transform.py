@@ -15,7 +15,7 @@ Methods:
 - **PCA, per-granule noise-normalised**: each channel of log radiance is divided by its median relative noise
   ``r`` (median over the granule of ``radiance_error / radiance``), so that the instrument noise has about unit
   variance in every channel before the PCA (as in the MNF transform); ``r``, the mean and the basis are stored as
-  float32, ``(K + 2) × 1028 × 4`` bytes.
+  float32, ``(K + 2) × 1028 × 4`` bytes. Values invalid or below ``MIN_SIGNAL`` (never scored) take the channel mean.
 
   Each of the K principal-component images ``(mirror_step, xtrack)`` of the three PCA variants is coded by
   **SZ3** (``pysz``, absolute error bound ``e``) or by **uniform quantization + zstd** (step ``2e``, so the same
@@ -30,8 +30,9 @@ Methods:
   ``decode_tiles``) on the model's tiles, float32 (~514×) and float16 (~1028×) latents, the whole payload counted.
 
 Errors, over the values valid in the original and at least ``MIN_SIGNAL`` (the definitions of
-:func:`tempocodec.evaluation.metrics.compare_arrays`; computed by its streaming parts and checked against
-``compare_arrays`` on the block-KLT setting of each granule):
+:func:`tempocodec.evaluation.metrics.compare_arrays`; computed per setting by its cheaper parts ``spectrum_errors`` and
+``used_values``, with the per-channel median noise from ``compare_arrays``, and checked against ``compare_arrays`` on
+the block-KLT setting of each granule; ``compare_arrays``' histograms would cost seconds per setting on a full granule):
 
 - **mean relative RMSE per spectrum**: RMS over channels of ``(L̂ − L) / L``, averaged over pixels (the paper's figure);
 - **RMSE / noise**: the median over channels of the channel's RMSE over its median ``radiance_error``.
@@ -40,13 +41,17 @@ Speeds are MB/s of float32 radiance, measured in the same run, one pass per gran
 encode time adds the stages it runs: the transform (log, normalization and, per granule, the noise scale and the
 basis fit), the projection on K components, and the coding of the K images; its decode time is one full decode.
 
-Tables: every setting per granule (stdout), the errors at about 300×, 1000×, 2000× and 5000× per granule and over
-all granules (mean and worst granule). An error at a target ratio is interpolated (log error against log ratio) on
-the granule's rate–distortion front of the method (the settings not beaten at once on ratio and error); outside
-the front, the nearest point within a factor ``NEAR`` of the target is taken and marked "nearest". The tables and
-a plot (``--plots``/bench_transform.png) go between the markers of ``--out`` (text around them is kept). Run:
+Tables (``bench_transform_report``): every setting per granule (stdout), the errors at about 300×, 1000×, 2000× and
+5000× per granule and over all granules (mean and worst granule). An error at a target ratio is interpolated (log
+error against log ratio) on the granule's rate–distortion front of the method (the settings not beaten at once on
+ratio and error); outside the front, the nearest front point within a factor ``NEAR`` of the target is taken and
+marked "nearest". The tables and a plot (``--plots``/bench_transform.png: each method's front of its settings
+averaged over granules) go between the markers of ``--out`` (text around them is kept). Run, with L1B training
+granules that are not held out (for example ``python scripts/make_granule_sets.py probes TRAIN_DIR --scenes 12``):
 
     python benchmarks/bench_transform.py --data /work/data/heldout --train TRAIN_DIR --model tempo-vae-uv
+
+Small try: ``--ks 3,6 --granules 1 --out /tmp/b.md --plots /tmp/img``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 import pysz
+import scipy.linalg
 from bench_transform_report import Point, averaged, generated_block, plot_rate_distortion, print_points, summary_table, write_markdown
 
 from tempocodec.codec.config import RADIANCE_FILL, CodecConfig, model_config
@@ -134,11 +140,13 @@ class Basis:
 
 
 def principal_axes(samples: np.ndarray, k: int) -> Basis:
-    """The mean and ``k`` leading principal directions of ``samples`` ``(N, D)``."""
+    """The mean and ``k`` leading principal directions of ``samples`` ``(N, D)`` (only those are computed, as an
+    encoder fitting a basis per granule would)."""
     mean = samples.mean(axis=0, dtype=np.float64)
     centred = (samples - mean).astype(np.float32)
-    _, vectors = np.linalg.eigh((centred.T @ centred).astype(np.float64) / len(samples))
-    return Basis(mean.astype(np.float32), np.ascontiguousarray(vectors[:, ::-1][:, :k].T, np.float32))
+    d = centred.shape[1]
+    _, vectors = scipy.linalg.eigh((centred.T @ centred).astype(np.float64) / len(samples), subset_by_index=(d - k, d - 1))
+    return Basis(mean.astype(np.float32), np.ascontiguousarray(vectors[:, ::-1].T, np.float32))
 
 
 def sample_pixels(values: np.ndarray, valid: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tempocodec.atomic import ANY_FILE, atomic_file
+
 TARGETS = (300.0, 1000.0, 2000.0, 5000.0)
 NEAR = 1.25
 BEGIN, END = "<!-- bench_transform:begin -->", "<!-- bench_transform:end -->"
@@ -187,29 +189,38 @@ def print_points(points: list[Point]) -> None:
 
 def plot_rate_distortion(points: list[Point], path: Path) -> None:
     """Both error measures against ratio (log–log), one line per method: the front of ``points`` (settings
-    averaged over granules); a method with one or two settings as stars. Written as PNG to ``path``."""
+    averaged over granules); a method with one or two settings as stars; colour: the transform, dashed:
+    quantization + zstd. Written as PNG to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), layout="constrained")
+    transforms = list(dict.fromkeys(f.split(" + ")[0] for f in families(points)))  # one colour per transform
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    some = FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else "")
     for ax, (measure, label) in zip(axes, MEASURES.items(), strict=True):
         unit = 100.0 if measure == "rrmse" else 1.0
         for family in families(points):
             line = front([p for p in points if p.family == family], measure)
             style = {"marker": "*", "ms": 12} if len(line) <= 2 else {"marker": "o", "ms": 3}
-            ax.loglog([p.ratio for p in line], [unit * p.error(measure) for p in line], label=family, **style)
+            ax.loglog([p.ratio for p in line], [unit * p.error(measure) for p in line], label=family,
+                      color=f"C{transforms.index(family.split(' + ')[0]) % 10}",
+                      ls="--" if family.endswith("quant+zstd") else "-", **style)
         for target in TARGETS:
             ax.axvline(target, color="gray", lw=0.6, ls=":")
+        ax.set_xticks(TARGETS, [f"{t:g}×" for t in TARGETS])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(some)
         ax.set_xlabel("compression ratio (float32 radiance bytes / stored bytes)")
         ax.set_ylabel(label + (" (%)" if measure == "rrmse" else ""))
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -245,7 +256,5 @@ def write_markdown(out: Path, block: str) -> None:
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
         text = text.rstrip("\n") + "\n\n## Transform-coding baselines (`benchmarks/bench_transform.py`)\n\n" + block + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    with atomic_file(out, replace=ANY_FILE) as tmp:
+        tmp.write_text(text, encoding="utf-8")

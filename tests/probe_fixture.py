@@ -2,73 +2,36 @@
 
 - ``probe_granules``: one simulated scene (40% cloud cover) written as 4 consecutive UV granules of one scan, 64×64
   pixels each, with their L2 truth: the first 3 in ``train``, the last in ``heldout``;
-- ``probed_model``: a 1028-channel model with a *spectral* encoder and probes trained on ``train`` (small MLP, few
-  epochs), with the held-out table ``train_probes`` returned;
+- ``probed_model``: the committed 1028-channel model ``tests/fixture/models/spectral1028`` (a *spectral* encoder,
+  see ``torch_models``) with probes that ``tests/fixture/make_fixtures.py`` trained on these ``train`` granules,
+  and their held-out table (from ``probes.json``); no torch;
 - ``probe_store``: the held-out granule compressed with that model.
 
-Why a spectral encoder: a random-init VAE's GroupNorm layers standardize every tile, so its latents lose the
-tile-level brightness and spectral shape that a trained encoder keeps, and no probe can generalize from them across
-granules. The stand-in encoder keeps them: latent channel k of a cell is the 4×4 block mean of the k-th cosine
-(DCT-II) coefficient of the normalized spectrum, a fixed linear map like a PCA codec's. The decoder is the tiny
-random-init one (the probes never use it).
+Probe *training* is tested in ``test_probe_training.py`` (torch), which trains its own copy.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from tiny_model import LOG_RADIANCE
-from torch import nn
+from tiny_model import FIXTURE_MODELS
 
-from tempocodec.runtime.artifacts import load_model
-from tempocodec.training.export import export_model
 from tempocodec.granule.l1b import L1BGranule, write_l1b
-from tempocodec.granule.naming import l1b_filename, parse_tempo_filename
 from tempocodec.granule.l2 import L2Granule, l2_filename, write_l2
-from tempocodec.training.probe_training import ProbeConfig, train_probes
-from tempocodec.simulator import STEP_SECONDS, SceneConfig, simulate_granule
+from tempocodec.granule.naming import l1b_filename, parse_tempo_filename
+from tempocodec.runtime.artifacts import load_model
+from tempocodec.runtime.probes import load_probes
 from tempocodec.runtime.store import compress_granule
-from tempocodec.training.vae import VAE, VAEConfig
+from tempocodec.simulator import STEP_SECONDS, SceneConfig, simulate_granule
 
 ROWS = COLS = 64
 SCAN_GRANULES = 4
 SEED = 35
-TEST_CONFIG = ProbeConfig(hidden=64, epochs=20, patience=5, batch_size=32)
-MODEL_NAME = "spectral1028"
-
-
-class SpectralEncoder(nn.Module):
-    """``(N, C, H, W)`` -> mean ``(N, Z, H/4, W/4)``: 4×4 block means of the first ``Z`` DCT-II coefficients of each
-    spectrum (divided by ``C``); logvar zero."""
-
-    def __init__(self, n_channels: int, latent_channels: int) -> None:
-        super().__init__()
-        k, c = np.arange(latent_channels)[:, None], np.arange(n_channels)[None]
-        basis = np.cos(np.pi * k * (c + 0.5) / n_channels) / n_channels
-        self.project = nn.Conv2d(n_channels, latent_channels, 1, bias=False)
-        with torch.no_grad():
-            self.project.weight.copy_(torch.as_tensor(basis[:, :, None, None], dtype=torch.float32))
-        self.pool = nn.AvgPool2d(4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.pool(self.project(x))
-        return mean, torch.zeros_like(mean)
-
-
-def export_spectral(out_dir: Path) -> Path:
-    """A 1028-channel, 32-latent model directory with :class:`SpectralEncoder` (stats as ``tiny_model``'s)."""
-    model = VAE(VAEConfig(n_channels=1028, latent_channels=32, widths=(8, 8, 8), res_blocks=(0, 0, 0),
-                          attention=False)).eval()
-    model.encoder = SpectralEncoder(1028, 32)
-    channel = np.arange(1028, dtype=np.float32)
-    mu = (LOG_RADIANCE + 0.5 * np.sin(channel / 7.0)).astype(np.float32)
-    sigma = (0.3 + 0.1 * np.cos(channel / 5.0)).astype(np.float32)
-    return export_model(model, mu, sigma, out_dir, name=MODEL_NAME, band="band_290_490_nm")
+SPECTRAL_MODEL = FIXTURE_MODELS / "spectral1028"
 
 
 @dataclass(frozen=True)
@@ -112,10 +75,8 @@ def write_scan(out_dirs: list[Path], seed: int, cloud_cover: float = 0.4) -> lis
     return paths
 
 
-@pytest.fixture(scope="session")
-def probe_granules(tmp_path_factory: pytest.TempPathFactory) -> ProbeGranules:
-    """The simulated training and held-out granules."""
-    root = tmp_path_factory.mktemp("probe_granules")
+def make_probe_granules(root: Path) -> ProbeGranules:
+    """Write the probe granules (:data:`SCAN_GRANULES` of one scan, seed :data:`SEED`) under ``root``."""
     granules = ProbeGranules(root / "train", root / "heldout")
     granules.train.mkdir()
     granules.heldout.mkdir()
@@ -124,13 +85,17 @@ def probe_granules(tmp_path_factory: pytest.TempPathFactory) -> ProbeGranules:
 
 
 @pytest.fixture(scope="session")
+def probe_granules(tmp_path_factory: pytest.TempPathFactory) -> ProbeGranules:
+    """The simulated training and held-out granules."""
+    return make_probe_granules(tmp_path_factory.mktemp("probe_granules"))
+
+
+@pytest.fixture(scope="session")
 def probed_model(probe_granules: ProbeGranules, tmp_path_factory: pytest.TempPathFactory) -> ProbedModel:
-    """The spectral-encoder model with probes trained on ``probe_granules.train``, measured on ``.heldout``."""
-    model = export_spectral(tmp_path_factory.mktemp("probed") / MODEL_NAME)
-    identity = load_model(model).sha256
-    metrics = train_probes(probe_granules.train, model, heldout=probe_granules.heldout, config=TEST_CONFIG,
-                           progress=False)
-    return ProbedModel(model, metrics, probe_granules, identity)
+    """The committed spectral model with its probes (copied, so tests cannot change the committed files)."""
+    model = shutil.copytree(SPECTRAL_MODEL, tmp_path_factory.mktemp("probed") / SPECTRAL_MODEL.name)
+    art = load_model(model)
+    return ProbedModel(model, load_probes(art).metrics, probe_granules, art.sha256)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_model import SMALL_CHANNELS, export_tiny
+from tiny_model import SMALL_CHANNELS, model_variant
 
 import tempocodec
 from tempocodec.runtime.artifacts import (
@@ -80,8 +80,8 @@ def test_a_changed_manifest_is_refused(tiny_models, tmp_path):
         load_model(tmp_path)
 
 
-def test_missing_decoder_fails_only_when_decoding(tmp_path):
-    model = export_tiny(tmp_path / "tiny", "tiny", SMALL_CHANNELS, 4, seed=7)  # sessions are cached by sha256
+def test_missing_decoder_fails_only_when_decoding(tiny_models, tmp_path):
+    model = model_variant(tiny_models.small, tmp_path / "tiny", shift=0.7)  # sessions are cached by sha256
     (model / "decoder.onnx").unlink()
     art = load_model(model)
     x = np.zeros((1, SMALL_CHANNELS, 8, 8), np.float32)
@@ -93,8 +93,8 @@ def test_missing_decoder_fails_only_when_decoding(tmp_path):
         session(art, "probes/none")
 
 
-def test_a_corrupt_graph_is_refused_when_its_session_is_made(tmp_path):
-    model = export_tiny(tmp_path / "tiny", "tiny", SMALL_CHANNELS, 4, seed=8)
+def test_a_corrupt_graph_is_refused_when_its_session_is_made(tiny_models, tmp_path):
+    model = model_variant(tiny_models.small, tmp_path / "tiny", shift=0.8)
     art = load_model(model)
     (model / "decoder.onnx").write_bytes(b"garbage")
     with pytest.raises(TempocodecError, match=r"decoder.onnx: sha256 differs"):

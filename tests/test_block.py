@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="needs torch: pip install -e '.[train]'")
 pytestmark = pytest.mark.torch
 
 from tempocodec.training.block_train import (  # noqa: E402

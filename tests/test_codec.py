@@ -328,7 +328,7 @@ def test_store_naming_another_model_version_is_a_clear_error(tiny_models, tmp_pa
 
 
 def test_a_model_loaded_from_any_path_serves_codecs_that_name_it(tiny_models, tmp_path):
-    other = load_model(tiny_models.other)  # named "tiny" like the model on TEMPOCODEC_MODELS, other weights
+    other = load_model(tiny_models.other)  # named "tiny" like the model on TEMPOCODEC_MODELS, other statistics
     codec = make_numcodec(other)
     x = radiance((64, 64, SMALL_CHANNELS))
     np.testing.assert_allclose(codec.decode(codec.encode(x)), reference_roundtrip(tiny_models.other, x, (64, 64)), rtol=RTOL)

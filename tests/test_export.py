@@ -1,16 +1,22 @@
 """Tests for tempocodec.training.export: ONNX Runtime matches PyTorch, and the model directory follows docs/design.md."""
 
+import pytest
+
+# Skip this module, with this reason, where torch is not installed (before the imports below need it).
+pytest.importorskip("torch", reason="needs torch: pip install -e '.[train]'")
+
 import json
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import torch
 
 from tempocodec.runtime.artifacts import combined_sha256, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
 from tempocodec.training.export import export_model
 from tempocodec.training.vae import VAE, VAEConfig
+
+pytestmark = pytest.mark.torch
 
 CHANNELS = 12
 

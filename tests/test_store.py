@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 import zarr
 from click.testing import CliRunner
-from tiny_model import export_tiny
+from tiny_model import model_variant
 
 import tempocodec.runtime.store as store_module
 from tempocodec.runtime.artifacts import MODELS_ENV
@@ -265,13 +265,15 @@ def test_existing_output_is_refused_and_kept(v3_store, uv_granule, tmp_path):
     assert taken.read_text() == "keep me"
 
 
-def test_overwrite_replaces_a_store(both_bands, tiny_models, tmp_path):
+@pytest.mark.parametrize("old_format", ["2", "3"])
+def test_overwrite_replaces_a_store(both_bands, tiny_models, tmp_path, old_format):
     target = tmp_path / "old.zarr"
-    target.mkdir()
+    assert run_cli("compress", both_bands, target, "--model", MODEL, "--quiet", "--zarr-format", old_format).exit_code == 0
     (target / "stale.txt").write_text("old")
     result = run_cli("compress", both_bands, target, "--model", MODEL, "--quiet", "--drop-radiance-error", "--overwrite")
     assert result.exit_code == 0, result.output
     assert not (target / "stale.txt").exists() and store_info(target).radiance(UV).codec == "vae"
+    assert "radiance_error" not in open_store(target, UV)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.zarr"]
 
 
@@ -301,8 +303,8 @@ def test_killed_compress_leaves_no_output_and_the_next_run_cleans_up(uv_granule,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.zarr"]
 
 
-def test_store_from_another_model_is_a_clear_error(v3_store, tmp_path):
-    other = export_tiny(tmp_path / "models" / MODEL, MODEL, 1028, 32, seed=3)
+def test_store_from_another_model_is_a_clear_error(v3_store, tiny_models, tmp_path):
+    other = model_variant(tiny_models.full, tmp_path / "models" / MODEL, shift=0.3)
     code = f"from tempocodec.cli import main; main([\"decompress\", {str(v3_store)!r}, {str(tmp_path / 'x.nc')!r}, \"--quiet\"])"
     env = {**os.environ, MODELS_ENV: str(other.parent)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)

@@ -1,10 +1,14 @@
 """Tests for tempocodec.training: the loop learns, resume is exact, and a run on simulated granules gives a summary."""
 
+import pytest
+
+# Skip this module, with this reason, where torch is not installed (before the imports below need it).
+pytest.importorskip("torch", reason="needs torch: pip install -e '.[train]'")
+
 import json
 from dataclasses import asdict
 
 import numpy as np
-import pytest
 import torch
 
 from tempocodec.errors import TempocodecError
@@ -14,6 +18,8 @@ from tempocodec.training.data import TileSet, spectral_basis, split_granules
 from tempocodec.training.loop import batch_indices, fit, make_optimizer, validate
 from tempocodec.training.vae import VAE, VAEConfig
 from tempocodec.training.validation import ValidationMetrics
+
+pytestmark = pytest.mark.torch
 
 CHANNELS = 16
 MODEL = VAEConfig(n_channels=CHANNELS, latent_channels=4, widths=(8, 8, 16), res_blocks=(0, 1, 1))

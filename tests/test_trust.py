@@ -9,13 +9,17 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
+
+# The graph tests build ONNX files with the onnx package (the train extra); skip the module, with this reason, without it.
+pytest.importorskip("onnx", reason="needs onnx to build test graphs: pip install -e '.[train]'")
+
+import onnx
 import xarray as xr
 import zarr
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
-from tiny_model import SMALL_CHANNELS, export_tiny
+from tiny_model import model_variant
 
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
@@ -53,9 +57,9 @@ def stores(request, granule, tiny_models, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def untrusted(tmp_path_factory) -> Path:
-    """A model ``loose`` exported outside every trusted directory."""
-    return export_tiny(tmp_path_factory.mktemp("untrusted") / "loose", "loose", SMALL_CHANNELS, 4, seed=3)
+def untrusted(tiny_models, tmp_path_factory) -> Path:
+    """A model ``loose`` outside every trusted directory."""
+    return model_variant(tiny_models.small, tmp_path_factory.mktemp("untrusted") / "loose", shift=0.3, name="loose")
 
 
 def _metadata_files(store: Path) -> list[Path]:
@@ -202,14 +206,14 @@ def test_a_bad_config_file_is_a_one_line_error(tiny_models, tmp_path, monkeypatc
 
 
 def test_a_user_name_prefers_the_trusted_model_over_the_working_directory(tiny_models, tmp_path, monkeypatch):
-    _place(tiny_models.other, tmp_path / "tiny")  # same name, other weights
+    _place(tiny_models.other, tmp_path / "tiny")  # same name, other statistics
     monkeypatch.chdir(tmp_path)
     assert resolve_model("tiny") == tiny_models.small
     assert resolve_model("./tiny") == Path("./tiny")  # a path the user typed
 
 
 def test_cli_model_option_takes_a_directory_path(granule, tiny_models, tmp_path):
-    model = export_tiny(tmp_path / "dir" / "loose1028", "loose1028", 1028, 8, seed=4)
+    model = model_variant(tiny_models.full, tmp_path / "dir" / "loose1028", shift=0.4, name="loose1028")
     out = tmp_path / "g.zarr"
     result = CliRunner().invoke(main, ["compress", str(granule), str(out), "--model", str(model), "--quiet"])
     assert result.exit_code == 0, result.output

@@ -1,10 +1,16 @@
 """Tests for tempocodec.training.vae: shapes, config checks, loss terms and the spectral-basis initialisation."""
 
 import pytest
+
+# Skip this module, with this reason, where torch is not installed (before the imports below need it).
+pytest.importorskip("torch", reason="needs torch: pip install -e '.[train]'")
+
 import torch
 
 from tempocodec.errors import TempocodecError
 from tempocodec.training.vae import VAE, VAEConfig
+
+pytestmark = pytest.mark.torch
 
 TINY = VAEConfig(n_channels=12, latent_channels=4, widths=(8, 8, 16), res_blocks=(1, 0, 1))
 

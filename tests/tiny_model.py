@@ -1,29 +1,33 @@
-"""Tiny random-init VAE models exported as model directories, synthetic radiance, and the codec's expected output
-computed by direct ONNX calls, for the codec tests. The session fixture that exports the models is in
+"""The tiny test models (committed under ``tests/fixture/models``), synthetic radiance, and the codec's expected
+output computed by direct ONNX calls, for the codec tests. No torch: the models were exported once by
+``tests/fixture/make_fixtures.py`` (:mod:`torch_models`); the session fixture that serves them is in
 ``tiny_model_fixture.py``.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
-from tempocodec.training.export import export_model
 from tempocodec.prepare.normalize import denormalize, normalize
-from tempocodec.training.vae import VAE, VAEConfig
+from tempocodec.runtime.artifacts import identity_sha256, sha256_bytes
 
 SMALL_CHANNELS = 16
 LOG_RADIANCE = 30.0
 """log of a typical TEMPO radiance (about 1e13 photons/s/cm²/nm/sr)."""
+FIXTURE = Path(__file__).resolve().parent / "fixture"
+FIXTURE_MODELS = FIXTURE / "models"
+"""The committed tiny models: ``tiny`` (16 channels, 4 latent channels) and ``tiny1028`` (1028, 32)."""
 
 
 @dataclass(frozen=True)
 class TinyModels:
-    """Paths of the exported tiny model directories; ``root`` is on ``TEMPOCODEC_MODELS``."""
+    """Paths of the tiny model directories; ``root`` is on ``TEMPOCODEC_MODELS``."""
 
     root: Path
     small: Path
@@ -31,16 +35,32 @@ class TinyModels:
     other: Path
 
 
-def export_tiny(out_dir: Path, name: str, n_channels: int, latent_channels: int, seed: int) -> Path:
-    """Export a random-init VAE (widths 8, 8, 8; no attention) with stats around :data:`LOG_RADIANCE`."""
-    torch.manual_seed(seed)
-    config = VAEConfig(n_channels=n_channels, latent_channels=latent_channels, widths=(8, 8, 8),
-                       res_blocks=(0, 0, 1), attention=False)
-    model = VAE(config).eval()
+def tiny_stats(n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalization ``mu``, ``sigma`` float32 ``(n_channels,)`` of the tiny models: log radiance around
+    :data:`LOG_RADIANCE`."""
     channel = np.arange(n_channels, dtype=np.float32)
     mu = (LOG_RADIANCE + 0.5 * np.sin(channel / 7.0)).astype(np.float32)
     sigma = (0.3 + 0.1 * np.cos(channel / 5.0)).astype(np.float32)
-    return export_model(model, mu, sigma, out_dir, name=name, band="band_290_490_nm")
+    return mu, sigma
+
+
+def model_variant(src: Path, dst: Path, shift: float, name: str | None = None) -> Path:
+    """Copy model directory ``src`` to ``dst`` with ``mu`` shifted by ``shift`` (log radiance), renamed ``name``
+    (None: the same name), and the manifest rewritten: the same graphs under another identity (sha256) with other
+    statistics, so other decoded values.
+
+    Serves tests that need a second model of the same name without exporting one (no torch).
+    """
+    shutil.copytree(src, dst)
+    with np.load(dst / "normalization.npz") as stats:
+        mu, sigma = stats["mu"] + np.float32(shift), stats["sigma"]
+    np.savez(dst / "normalization.npz", mu=mu, sigma=sigma)
+    manifest = json.loads((dst / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["normalization.npz"] = sha256_bytes((dst / "normalization.npz").read_bytes())
+    manifest["sha256"] = identity_sha256(manifest["files"])
+    manifest["name"] = manifest["name"] if name is None else name
+    (dst / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return dst
 
 
 def radiance(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:

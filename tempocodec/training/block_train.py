@@ -23,13 +23,16 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
 from tempocodec.training.blockvae import BlockVAE, BlockVAEConfig
 
 
 @dataclass(frozen=True)
 class BlockTrainConfig:
-    """Optimisation settings; ``crop`` pixels per side (a multiple of the model's downsample), ``steps`` in all."""
+    """Optimisation settings; ``crop`` pixels per side (a multiple of the model's downsample), ``steps`` in all;
+    ``linear_lr_scale``: the linear block transform learns this much slower than the correction networks (it starts
+    at its optimum for squared error, and full-rate steps on it undo that faster than the networks learn)."""
 
     steps: int = 3000
     batch_size: int = 32
@@ -39,6 +42,7 @@ class BlockTrainConfig:
     seed: int = 0
     eval_every: int = 200
     init_scenes: int = 400
+    linear_lr_scale: float = 0.05
 
 
 @dataclass
@@ -105,6 +109,15 @@ def validate(model: BlockVAE, data: CoefficientSet, batch: int = 8) -> float:
     return total / max(weight, 1.0)
 
 
+def _optimizer(model: BlockVAE, config: BlockTrainConfig) -> torch.optim.Optimizer:
+    """AdamW with two groups: the linear block transform (slow) and everything else."""
+    linear = [*model.enc_linear.parameters(), *model.dec_linear.parameters()]
+    ids = {id(p) for p in linear}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return torch.optim.AdamW([{"params": rest, "scale": 1.0}, {"params": linear, "scale": config.linear_lr_scale}],
+                             lr=config.lr, weight_decay=1e-5)
+
+
 def _learning_rate(config: BlockTrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 5 % of ``lr`` at ``steps``."""
     if step < config.warmup:
@@ -122,9 +135,9 @@ def _distributed() -> tuple[int, int]:
 
 
 def _save(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Write a checkpoint atomically (:func:`tempocodec.atomic.atomic_file`)."""
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        torch.save(state, tmp)
 
 
 def _start(run_dir: Path, model: BlockVAE, optimizer: torch.optim.Optimizer, resume: bool, train: CoefficientSet,
@@ -154,7 +167,7 @@ def train_block(data_dir: Path, run_dir: Path, model_config: BlockVAEConfig, con
     torch.manual_seed(config.seed)
     train, valid = CoefficientSet.load(data_dir / "train.npz"), CoefficientSet.load(data_dir / "valid.npz")
     model = build_model(model_config, load_basis(data_dir))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-5)
+    optimizer = _optimizer(model, config)
     state = _start(run_dir, model, optimizer, resume, train, config)
     if world > 1:  # every rank starts from rank 0's weights
         for tensor in model.state_dict().values():
@@ -166,7 +179,7 @@ def train_block(data_dir: Path, run_dir: Path, model_config: BlockVAEConfig, con
     while state["step"] < config.steps:
         step = state["step"]
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step)
+            group["lr"] = _learning_rate(config, step) * group["scale"]
         p, m = _batch(train, config, step, rank, model_config.downsample)
         torch.manual_seed(hash((config.seed, rank, step)) & 0x7FFF_FFFF)  # posterior samples depend on the step only
         out = net(p, m)  # forward = loss, so DDP averages the gradients across ranks

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tempocodec.bands import N_CHANNELS
 from tempocodec.errors import TempocodecError
 
 
@@ -33,7 +34,7 @@ class BlockVAEConfig:
     """Sizes: ``n_channels`` C, ``basis_components`` K, ``latent_channels`` Z, ``downsample`` d, ``hidden`` width
     of the residual networks, ``depth`` 3×3 layers in each, ``tile`` the codec's chunk side in pixels."""
 
-    n_channels: int = 1028
+    n_channels: int = N_CHANNELS
     basis_components: int = 24
     latent_channels: int = 32
     downsample: int = 4
@@ -106,16 +107,18 @@ class BlockVAE(nn.Module):
     def init_block_transform(self, coefficients: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         """Set the linear paths to the block KLT of ``coefficients`` ``(N, K, H, W)`` (cells fully inside ``mask``
         ``(N, H, W)``): the top ``Z`` principal directions of the ``D``-vectors. Returns their explained share."""
-        blocks = F.pixel_unshuffle(coefficients, self.config.downsample)  # (N, D, h, w)
+        blocks = F.pixel_unshuffle(coefficients, self.config.downsample)  # (N, D, h, w), D index = k·d² + pixel
         full = F.avg_pool2d(mask[:, None].float(), self.config.downsample)[:, 0] > 0.999
-        vectors = blocks.permute(0, 2, 3, 1)[full].double()
+        # in log-radiance units (unwhitened), so the KLT keeps what matters for the radiance error
+        unit = self.scales.double().repeat_interleave(self.config.downsample**2)  # (D,)
+        vectors = blocks.permute(0, 2, 3, 1)[full].double() * unit
         mean = vectors.mean(0)
         values, basis = torch.linalg.eigh(torch.cov((vectors - mean).T))
         top = basis[:, torch.argsort(values, descending=True)[: self.config.latent_channels]].T  # (Z, D)
-        self.enc_linear.weight.copy_(top[:, :, None, None].float())
+        self.enc_linear.weight.copy_((top * unit)[:, :, None, None].float())
         self.enc_linear.bias.copy_((-top @ mean).float())
-        self.dec_linear.weight.copy_(top.T[:, :, None, None].float())
-        self.dec_linear.bias.copy_(mean.float())
+        self.dec_linear.weight.copy_((top.T / unit[:, None])[:, :, None, None].float())
+        self.dec_linear.bias.copy_((mean / unit).float())
         return (torch.sort(values, descending=True).values[: self.config.latent_channels] / values.sum()).numpy()
 
     # ---- coefficient space (training)
