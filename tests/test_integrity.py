@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 import zarr
 from click.testing import CliRunner
+from tiny_model import FIXTURE
 
 from tempocodec.cli import main
 from tempocodec.codec import payload
@@ -18,7 +19,7 @@ from tempocodec.codec.stored import read_stored_chunks
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime import integrity
 from tempocodec.runtime.query import query_store
-from tempocodec.runtime.store import compress_granule, decompress_store, open_store, store_info
+from tempocodec.runtime.store import compress_granule, open_store, store_info
 from tempocodec.runtime.verify import verify_store
 from tempocodec.simulator import write_simulated
 
@@ -185,10 +186,10 @@ def test_an_object_that_was_never_written_is_refused(copy, fmt, tmp_path):
 
 @pytest.mark.parametrize("name", ["radiance_error", "latitude"])
 def test_a_bit_flip_in_a_lossless_array_fails_even_a_plain_xarray_read(copy, fmt, tmp_path, name):
-    chunk = sorted(p for p in (copy / UV / name).rglob("*") if p.is_file() and not p.name.startswith((".", "zarr")))[0]
+    chunk = min(p for p in (copy / UV / name).rglob("*") if p.is_file() and not p.name.startswith((".", "zarr")))
     flip(chunk, 40)
     with pytest.raises((ValueError, RuntimeError), match="checksum"):
-        xr.open_zarr(copy, group=UV)[name].values  # the codecs' CRC-32C, without tempocodec's readers
+        _ = xr.open_zarr(copy, group=UV)[name].values  # the codecs' CRC-32C, without tempocodec's readers
     assert_one_line_error(run_cli("decompress", copy, tmp_path / "back.nc", "--quiet"), f"{UV}/{name}", "CRC-32")
     report = verify_store(copy, progress=False)
     faults = {(f.array, f.fault.split(":")[0]) for f in report.faults}
@@ -265,6 +266,19 @@ def test_verify_of_a_damaged_record_or_a_foreign_directory(copy, tmp_path):
     assert_one_line_error(run_cli("info", copy), "integrity record is not")
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run_cli("verify", tmp_path / "empty"), "not a readable Zarr store")
+
+
+@pytest.mark.parametrize("store", sorted((FIXTURE / "stores").glob("*/v*.zarr")), ids=lambda p: f"{p.parent.name}-{p.stem}")
+def test_verify_passes_a_release_store_and_notes_what_it_cannot_check(tiny_models, store, tmp_path):
+    report = verify_store(store, progress=False)
+    assert report.ok and not report.recorded and len(report.notes) == 2
+    assert "no integrity record" in report.notes[0] and "no checksum on their chunks" in report.notes[1]
+    radiance = next(a for a in report.arrays if a.path == f"{UV}/radiance")
+    assert radiance.chunks == 2 and radiance.checksum == "payload CRC-32"
+    damaged = Path(shutil.copytree(store, tmp_path / "old.zarr"))
+    first = min(p for p in (damaged / UV / "radiance").rglob("*") if p.is_file() and p.name[0] not in ".z")
+    flip(first, 60)
+    assert not verify_store(damaged, progress=False).ok  # the payload's own CRC-32 still stands
 
 
 def test_a_whole_store_still_reads_the_same(stores, fmt, granule):

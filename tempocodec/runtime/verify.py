@@ -88,14 +88,13 @@ def verify_store(path: str | os.PathLike, *, progress: bool = True) -> Report:
     path = Path(path)
     root = open_root(path, check=False)
     meta = root.attrs["tempocodec"]
+    report = Report(path, recorded="integrity" in meta)
     try:
         record = integrity.read_record(meta, path)
     except TempocodecError as err:
-        record, report = None, Report(path, recorded=True)
+        record = None
         report.faults.append(Fault("", "", str(err).removeprefix(f"{path}: ")))
-    else:
-        report = Report(path, recorded=record is not None)
-    if record is None and not report.faults:
+    if not report.recorded:
         report.notes.append("no integrity record (a store written before tempocodec kept one): a missing chunk cannot "
                             "be told from an empty one, nor a swapped lossless chunk from its neighbour")
     found = integrity.arrays(root)
