@@ -36,6 +36,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.codec import payload
 from tempocodec.codec.numcodec import make_numcodec
 from tempocodec.codec.stored import place_chunks, read_stored_chunks
 from tempocodec.codec.zarr3 import make_codec
@@ -441,7 +442,8 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
 def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
     """Raise unless each of the ``arrays`` (paths from the root) holds the very objects it was written with (the
     integrity record's CRC-32, where the store has one; zarr would read a missing one as fill), and each payload of a
-    VAE-coded radiance lies at the chunk grid position it records. Reads every object once (a store is small)."""
+    VAE-coded radiance is whole (:func:`tempocodec.codec.payload.unpack`) and lies at the chunk grid position it
+    records, before any model runs. Reads every object once (a store is small)."""
     meta = root.attrs["tempocodec"]
     record = integrity.read_record(meta, path)
     if record is not None:
@@ -449,7 +451,9 @@ def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
     for name in arrays:
         band, _, variable = name.rpartition("/")
         if variable == "radiance" and meta["bands"].get(band, {}).get("radiance") == "vae":
-            read_stored_chunks(root[name])
+            config, chunks = read_stored_chunks(root[name])
+            for at, chunk in chunks.items():
+                payload.unpack(chunk, where=f"{path}: damaged store: {name} chunk {at}", chunk_shape=config.chunk_shape)
 
 
 def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
