@@ -48,7 +48,7 @@ from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity
 
 STORE_FORMAT = "tempocodec-store/1"
-DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2"}
+DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
 SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
 STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
