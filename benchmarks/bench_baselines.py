@@ -44,17 +44,17 @@ import numpy as np
 import pysz
 import zfpy
 
-from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.codec.config import RADIANCE_FILL
 from tempocodec.codec.kernel import MAX_BATCH, decode_tiles, encode_tiles
 from tempocodec.codec.zarr3 import make_codec
-from tempocodec.science.doas import DoasResult, doas_setup, fit_doas
 from tempocodec.evaluation.doas_check import doas_truth
 from tempocodec.evaluation.metrics import compare_arrays
 from tempocodec.granule.l1b import open_l1b
 from tempocodec.prepare.normalize import denormalize, normalize
-from tempocodec.progress import progress_bar
 from tempocodec.prepare.tiles import cut_tiles, pixel_mask
+from tempocodec.progress import progress_bar
+from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.science.doas import DoasResult, doas_setup, fit_doas
 
 BAND = "band_290_490_nm"
 TARGETS = (1028.0, 514.0, 128.0, 32.0)

@@ -98,8 +98,8 @@ def _print_summary(summary) -> None:
 
 def _card_headline(name: str, sha256: str) -> str:
     """The ``Headline:`` line of a model's card, or why there is none (the model is not installed here, ...)."""
-    from tempocodec.runtime.artifacts import find_model
     from tempocodec.errors import TempocodecError
+    from tempocodec.runtime.artifacts import find_model
 
     try:
         art = find_model(name, sha256)
@@ -277,8 +277,8 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
     """Train linear and MLP probes (cloud fraction, ozone, NO2, HCHO) on a model's latents; print the held-out table."""
     from rich.console import Console
 
-    from tempocodec.training.probe_training import ProbeConfig, train_probes
     from tempocodec.runtime.query import metrics_table
+    from tempocodec.training.probe_training import ProbeConfig, train_probes
 
     config = ProbeConfig(geometry=not no_geometry, epochs=epochs, hidden=hidden, seed=seed, device=device)
     Console().print(metrics_table(train_probes(data_dir, model, heldout=heldout_dir, config=config,

@@ -12,12 +12,12 @@ from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, open_l1b
 from tempocodec.granule.l2 import FLOAT_FILL, l2_truth, read_l2
+from tempocodec.science.spectroscopy import band_spectra, nominal_wavelength
 from tempocodec.simulator import SceneConfig, simulate_granule, write_simulated
 from tempocodec.simulator.atmosphere import reference_reflectance, slant_columns
 from tempocodec.simulator.physics import SURFACES
 from tempocodec.simulator.radiance import FLAG_BAD, FLAG_MISSING, FLAG_TRANSIENT, band_radiance
 from tempocodec.simulator.scene import correlated_field, make_scene
-from tempocodec.science.spectroscopy import band_spectra, nominal_wavelength
 
 UV, VIS = BANDS
 ROWS, COLS, SEED = 16, 24, 9  # partly cloudy, NO2 plumes, one missing mirror step

@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from tiny_model import model_variant
 
 import tempocodec.runtime.store as store_module
-from tempocodec.runtime.artifacts import MODELS_ENV
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import read_l1b, write_l1b
-from tempocodec.simulator import write_simulated
+from tempocodec.runtime.artifacts import MODELS_ENV
 from tempocodec.runtime.store import compress_granule, decompress_store, open_store, store_info
+from tempocodec.simulator import write_simulated
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 

@@ -21,12 +21,12 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tempocodec.runtime.artifacts import ModelArtifacts, session
-from tempocodec.errors import TempocodecError
 from tempocodec.codec.latents import read_latents
+from tempocodec.errors import TempocodecError
 from tempocodec.granule.l2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
-from tempocodec.runtime.store import open_root
 from tempocodec.prepare.tiles import pool_to_latent
+from tempocodec.runtime.artifacts import ModelArtifacts, session
+from tempocodec.runtime.store import open_root
 
 PROBES_FORMAT = "tempocodec-probes/1"
 PROBES_DIR = "probes"

@@ -16,11 +16,11 @@ import numpy as np
 import xarray as xr
 from rich.table import Table
 
-from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import GEO_FILL
-from tempocodec.granule.netcdf import NetCDFLayout, write_netcdf
 from tempocodec.granule.l2 import FLOAT_FILL
+from tempocodec.granule.netcdf import NetCDFLayout, write_netcdf
+from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
 from tempocodec.runtime.probes import (
     DEFAULT_BAND,
     PRODUCTS,

@@ -29,12 +29,12 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.codec.numcodec import make_numcodec
 from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.progress import dask_progress
+from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv"}

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from tempocodec import __version__
-from tempocodec.runtime.artifacts import MODEL_FORMAT, check_model_name, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime.artifacts import MODEL_FORMAT, check_model_name, identity_sha256, sha256_bytes
 from tempocodec.training.checkpoints import load_checkpoint
 from tempocodec.training.vae import VAE
 

@@ -26,6 +26,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from tempocodec.errors import TempocodecError
+from tempocodec.granule.l2 import l2_files_beside, l2_pattern, l2_truth, read_l2
+from tempocodec.prepare.tiles import pool_to_latent
+from tempocodec.progress import progress_bar
 from tempocodec.runtime.artifacts import (
     ModelArtifacts,
     load_model,
@@ -33,9 +37,6 @@ from tempocodec.runtime.artifacts import (
     resolve_model,
     write_card_section,
 )
-from tempocodec.errors import TempocodecError
-from tempocodec.training.export import export_graph
-from tempocodec.granule.l2 import l2_files_beside, l2_pattern, l2_truth, read_l2
 from tempocodec.runtime.probes import (
     GEOMETRY_INPUTS,
     PROBE_KINDS,
@@ -47,10 +48,9 @@ from tempocodec.runtime.probes import (
     latent_grid,
     r2_rmse_bias,
 )
-from tempocodec.progress import progress_bar
 from tempocodec.runtime.store import BAND_CHOICES, compress_granule
-from tempocodec.prepare.tiles import pool_to_latent
 from tempocodec.training.data import find_granules, split_granules
+from tempocodec.training.export import export_graph
 
 CARD_SECTION = "Probes"
 
