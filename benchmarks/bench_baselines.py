@@ -91,8 +91,8 @@ def vae_method(art: ModelArtifacts, latent_dtype: str, target: float) -> Method:
 
     def encode(radiance: np.ndarray) -> Blobs:
         tiles = cut_tiles(radiance, tile=art.tile, min_valid=0.0).radiance
-        return [blob for start in range(0, len(tiles), MAX_BATCH)
-                for blob in encode_tiles(tiles[start:start + MAX_BATCH], [RADIANCE_FILL] * len(tiles[start:start + MAX_BATCH]), config)]
+        batches = (tiles[start:start + MAX_BATCH] for start in range(0, len(tiles), MAX_BATCH))
+        return [blob for batch in batches for blob in encode_tiles(batch, [RADIANCE_FILL] * len(batch), config)]
 
     def decode(blobs: Blobs, shape: tuple[int, int, int]) -> np.ndarray:
         out = np.empty(shape, np.float32)

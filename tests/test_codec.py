@@ -1,4 +1,5 @@
-"""Tests for tempocodec.codec (config, kernel, zarr3, numcodec): both codec faces, Zarr v3 (plain, sharded) and v2 stores, xarray, dask, failures."""
+"""Tests for tempocodec.codec (config, kernel, zarr3, numcodec): both codec faces, Zarr v3 (plain, sharded) and v2
+stores, xarray, dask, failures."""
 
 import array
 import json
@@ -323,7 +324,8 @@ def test_store_naming_another_model_version_is_a_clear_error(tiny_models, tmp_pa
     wanted = "ab" * 32
     _edit_codec_config(tmp_path / "a.zarr", model_sha256=wanted)
     arr = zarr.open_array(tmp_path / "a.zarr")
-    with pytest.raises(TempocodecError, match=rf"model 'tiny' has sha256 \w+, but this array needs model 'tiny' \(sha256 {wanted}\)"):
+    wrong_model = rf"model 'tiny' has sha256 \w+, but this array needs model 'tiny' \(sha256 {wanted}\)"
+    with pytest.raises(TempocodecError, match=wrong_model):
         arr[:64, :64]
 
 

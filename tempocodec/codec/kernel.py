@@ -3,9 +3,10 @@
 A chunk is float32 radiance ``(tile_rows, tile_cols, n_channels)`` in TEMPO order ``(mirror_step, xtrack,
 spectral_channel)``. Encoding marks invalid elements (:func:`valid_radiance`: not finite, not positive, ``>= 1e30``,
 outside the configuration's ``[valid_min, valid_max]``, or equal to a fill value), normalizes
-(``tempocodec.prepare.normalize``) with every invalid element set to 0, so none reaches the encoder, transposes to the model's ``(N, n_channels, rows, cols)``,
-replicates the last valid row and column into the padding beyond the valid extent, runs the encoder once per
-mini-batch and stores each chunk's latent mean over its valid extent with its validity mask (``tempocodec.codec.payload``).
+(``tempocodec.prepare.normalize``) with every invalid element set to 0, so none reaches the encoder, transposes to
+the model's ``(N, n_channels, rows, cols)``, replicates the last valid row and column into the padding beyond the
+valid extent, runs the encoder once per mini-batch and stores each chunk's latent mean over its valid extent with its
+validity mask (``tempocodec.codec.payload``).
 Decoding replicates the stored latent rows and columns back to the full latent grid, runs the decoder once per
 mini-batch, inverts the normalization, clips to ``[valid_min, valid_max]`` where the configuration has them and
 writes the fill value into every invalid element.
@@ -89,7 +90,8 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig)
     art = config.artifacts()
     n, rows, cols, channels = tiles.shape
     if rows % art.downsample or cols % art.downsample:
-        raise TempocodecError(f"{CODEC_NAME}: tile {config.tile} is not a multiple of model {art.name}'s downsample {art.downsample}")
+        raise TempocodecError(f"{CODEC_NAME}: tile {config.tile} is not a multiple of model {art.name}'s downsample "
+                              f"{art.downsample}")
     raw = np.empty((n, channels, rows, cols), dtype=np.float32)
     _swap_last_axes(tiles.reshape(n, rows * cols, channels), raw.reshape(n, channels, rows * cols))
     valid = valid_radiance(raw, fills, config)

@@ -138,7 +138,8 @@ def _models_for(bands: tuple[str, ...], model: str | os.PathLike | None) -> dict
     if model is not None:
         art = load_model(resolve_model(model))
         if art.band not in bands:
-            raise TempocodecError(f"model {art.name} is for {art.band}, which is not among the bands asked for ({', '.join(bands)})")
+            raise TempocodecError(f"model {art.name} is for {art.band}, which is not among the bands asked for "
+                                  f"({', '.join(bands)})")
         return {art.band: art}
     return {b: load_model(resolve_model(DEFAULT_MODELS[b])) for b in bands if b in DEFAULT_MODELS}
 
@@ -215,7 +216,8 @@ def _write_band(
     if "radiance_error" in ds:
         ds["radiance_error"] = _bitround(ds["radiance_error"])
         ds["radiance_error"].attrs["tempocodec_lossy"] = (
-            f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
+            f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), "
+            f"relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
         )
     if model is None:
         entry: dict[str, Any] = {"radiance": "lossless", "reason": f"no model for {band}"}
@@ -323,7 +325,8 @@ def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[s
 
 
 def _json_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> dict[str, Any]:
-    """Attributes made JSON-safe, ``_FillValue`` left to the encoding; the numpy dtype of each numeric one is recorded in ``dtypes`` under ``where/name``."""
+    """Attributes made JSON-safe, ``_FillValue`` left to the encoding; the numpy dtype of each numeric one is recorded
+    in ``dtypes`` under ``where/name``."""
     out: dict[str, Any] = {}
     for key, value in attrs.items():
         if key == "_FillValue":
@@ -349,7 +352,8 @@ def store_info(path: str | os.PathLike) -> StoreSummary:
     for group_path, group in [("/", root), *((name, root[name]) for name in meta["bands"])]:
         for name, arr in group.arrays():
             raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
-            codec = "vae" if group_path != "/" and name == "radiance" and meta["bands"][group_path]["radiance"] == "vae" else "lossless"
+            is_vae = group_path != "/" and name == "radiance" and meta["bands"][group_path]["radiance"] == "vae"
+            codec = "vae" if is_vae else "lossless"
             if name == "radiance_error":
                 codec = f"bitround{RADIANCE_ERROR_KEEPBITS}+lossless"
             sizes.append(VariableSize(group_path, name, codec, raw, _stored_bytes(arr)))
@@ -446,7 +450,8 @@ def _netcdf_attribute_dtype(name: Any) -> np.dtype | None:
 
 
 def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, np.dtype]) -> xr.Dataset:
-    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own notes dropped."""
+    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own
+    notes dropped."""
     ds = ds.copy()
     for name in ds.variables:
         attrs = {k: v for k, v in ds[name].attrs.items() if k != "tempocodec_lossy"}

@@ -273,7 +273,8 @@ def block_run_card(run_dir: Path, data_dir: Path) -> dict:
     with np.load(Path(data_dir) / "train.npz") as train, np.load(Path(data_dir) / "valid.npz") as valid:
         n_train, n_valid = len(train["seeds"]), len(valid["seeds"])
         first_seed = int(train["seeds"][0])
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    cpu = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
     start = records[0]
     best = min(records, key=lambda r: r["valid_rms"])
     return {

@@ -49,7 +49,7 @@ def validation_metrics(model: VAE, paths: list[Path], config: TrainConfig, mu: n
     for path in paths:
         for start, block in iter_blocks(path, config.band, vae_config.tile):
             tiles = cut_tiles(block, vae_config.tile, config.min_valid, step_offset=start)
-            for radiance, mask in zip(tiles.radiance, tiles.mask):
+            for radiance, mask in zip(tiles.radiance, tiles.mask, strict=True):
                 recon, kl = _reconstruct(model, radiance, mu, sigma)
                 metrics.add(radiance, recon, mask, kl)
     return metrics.result()
@@ -116,7 +116,7 @@ class ValidationMetrics:
         """The metrics as JSON-able data."""
         if self.tiles == 0 or not self.errors.count.any():
             raise TempocodecError("evaluation: no validation tile with valid pixels")
-        rrmse, angle = (np.concatenate(values) for values in zip(*self.per_spectrum))
+        rrmse, angle = (np.concatenate(values) for values in zip(*self.per_spectrum, strict=True))
         wavelength = np.full(len(self.mu), np.nan) if self.wavelength is None else self.wavelength
         model = self.errors.result(wavelength, rrmse, angle)
         mean = np.concatenate(self.rrmse_mean_predictor)
