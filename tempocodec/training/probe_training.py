@@ -154,6 +154,9 @@ def collect(paths: list[Path], model: ModelArtifacts, geometry: tuple[str, ...],
 class ProbeNet(nn.Module):
     """Standardize the features with fixed ``mean``, ``std`` ``(F,)``, then apply ``body`` -> ``(N, 1)``."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, body: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
         self.body = body
@@ -216,7 +219,8 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    best, best_state, waited = math.inf, None, 0
+    best, waited = math.inf, 0
+    best_state: dict[str, torch.Tensor] | None = None
     with progress_bar(enabled=progress) as bar:
         task = bar.add_task(label, total=config.epochs)
         for _ in range(config.epochs):
@@ -238,6 +242,8 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                 waited += 1
                 if waited >= config.patience:
                     break
+    if best_state is None:
+        raise TempocodecError(f"{label}: the validation loss never became finite")
     net.load_state_dict(best_state)
     return net.cpu().eval()
 
