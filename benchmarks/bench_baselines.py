@@ -44,6 +44,7 @@ import numpy as np
 import pysz
 import zfpy
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.codec.config import RADIANCE_FILL
 from tempocodec.codec.kernel import MAX_BATCH, decode_tiles, encode_tiles
 from tempocodec.codec.zarr3 import make_codec
@@ -493,10 +494,8 @@ def write_markdown(out: Path, block: str) -> None:
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    with atomic_file(out, replace=ANY_FILE) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def plot_rate_distortion(rows: list[Row], scale: dict[str, float], path: Path) -> None:
@@ -526,10 +525,8 @@ def plot_rate_distortion(rows: list[Row], scale: dict[str, float], path: Path) -
     right.set_ylabel("DOAS NO₂ SCD − L2 truth, RMS (σ of the fit)")
     right.legend(fontsize=8)
     left.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tempocodec.atomic import ANY_FILE, atomic_file
+
 TARGETS = (300.0, 1000.0, 2000.0, 5000.0)
 NEAR = 1.25
 BEGIN, END = "<!-- bench_transform:begin -->", "<!-- bench_transform:end -->"
@@ -219,10 +221,8 @@ def plot_rate_distortion(points: list[Point], path: Path) -> None:
         ax.set_ylabel(label + (" (%)" if measure == "rrmse" else ""))
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -258,7 +258,5 @@ def write_markdown(out: Path, block: str) -> None:
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
         text = text.rstrip("\n") + "\n\n## Transform-coding baselines (`benchmarks/bench_transform.py`)\n\n" + block + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    with atomic_file(out, replace=ANY_FILE) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 from scipy.signal import fftconvolve
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.science.spectroscopy import (
     BAND_GRIDS,
     FINE_STEP_NM,
@@ -340,12 +339,8 @@ def main() -> None:
             arrays[f"{band}/{name}"] = values
     arrays["provenance"] = np.array(provenance(data, args.source_label))
     arrays["slit_fwhm_nm"] = np.array(SLIT_FWHM_NM)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".npz.tmp")
-    os.close(fd)
-    with open(tmp, "wb") as handle:
+    with atomic_file(args.out, replace=ANY_FILE) as tmp, tmp.open("wb") as handle:
         np.savez_compressed(handle, **arrays)
-    os.replace(tmp, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
 
 

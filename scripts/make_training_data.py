@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tempocodec.atomic import ANY_FILE, atomic_file
+from tempocodec.bands import BAND_CHOICES
 from tempocodec.prepare.basis import LogMoments, SpectralBasis
 from tempocodec.training.simdata import (
     TRAIN_SEED,
@@ -30,7 +32,7 @@ from tempocodec.training.simdata import (
     training_scene,
 )
 
-BANDS = {"uv": "band_290_490_nm", "vis": "band_540_740_nm"}
+BANDS = {key: bands[0] for key, bands in BAND_CHOICES.items() if len(bands) == 1}
 
 
 def _moments(seed: int, band: str) -> LogMoments:
@@ -72,10 +74,9 @@ def coefficient_set(band: str, seeds: list[int], projection: Projection, workers
 
 
 def _save(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as f:
+    """Write ``arrays`` as an ``.npz`` file atomically (:func:`tempocodec.atomic.atomic_file`)."""
+    with atomic_file(path, replace=ANY_FILE) as tmp, tmp.open("wb") as f:
         np.savez(f, **arrays)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
+from tempocodec.bands import BAND_CHOICES, BANDS
 from tempocodec.errors import TempocodecError
+
+SINGLE_BANDS = [key for key, bands in BAND_CHOICES.items() if len(bands) == 1]
 
 
 class _Group(click.Group):
@@ -30,13 +33,13 @@ def main() -> None:
 @main.command()
 @click.argument("granule", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--band", type=click.Choice(["uv", "vis", "all"]), default="uv", show_default=True, help="Bands to store.")
+@click.option("--band", type=click.Choice(list(BAND_CHOICES)), default="uv", show_default=True, help="Bands to store.")
 @click.option("--model", default=None, help="Model name (looked up in the trusted model directories) or a model directory "
               "path (default: the released model of each band).")
 @click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
 @click.option("--drop-radiance-error", is_flag=True, help="Do not store radiance_error.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a store (never anything else).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtype: str, zarr_format: str,
              drop_radiance_error: bool, overwrite: bool, quiet: bool) -> None:
@@ -53,7 +56,7 @@ def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtyp
 @main.command()
 @click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a netCDF-4 file (never anything else).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def decompress(store: Path, out: Path, overwrite: bool, quiet: bool) -> None:
     """Write the granule in STORE as a TEMPO-layout L1B netCDF file OUT."""
@@ -115,7 +118,7 @@ def _card_headline(name: str, sha256: str) -> str:
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory with TEMPO_RAD_L1_*.nc granules (searched recursively).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@click.option("--band", type=click.Choice(["band_290_490_nm", "band_540_740_nm"]), default=None, help="[band_290_490_nm]")
+@click.option("--band", type=click.Choice(list(BANDS)), default=None, help=f"[{BANDS[0]}]")
 @click.option("--epochs", type=int, default=None, help="Passes over the training tiles [20].")
 @click.option("--batch-size", type=int, default=None, help="Tiles per step [8].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="[cpu]")
@@ -171,7 +174,7 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Model name written into the manifest.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is a model directory (never anything else).")
 def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
     """Export the best checkpoint of the finished run RUN_DIR as the model directory OUT_DIR (ONNX, manifest, card)."""
     from tempocodec.training.export import export_run
@@ -222,7 +225,7 @@ def train_block_command(data_dir: Path, run_dir: Path, steps: int, batch_size: i
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Model name written into the manifest.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is a model directory (never anything else).")
 def export_block_command(run_dir: Path, data_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
     """Export the best checkpoint of the basis-block run RUN_DIR (trained on DATA_DIR) as the model OUT_DIR."""
     from tempocodec.training.export import export_block_run
@@ -236,7 +239,7 @@ def export_block_command(run_dir: Path, data_dir: Path, out_dir: Path, name: str
 @click.option("--cols", type=int, required=True, help="Cross-track pixels per granule.")
 @click.option("--seed", type=int, required=True, help="Seed of the first scene (scene k uses seed + k).")
 @click.option("--scenes", type=int, default=1, show_default=True, help="Number of granules to simulate.")
-@click.option("--band", type=click.Choice(["uv", "vis", "all"]), default="all", show_default=True, help="Bands to simulate.")
+@click.option("--band", type=click.Choice(list(BAND_CHOICES)), default="all", show_default=True, help="Bands to simulate.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int, band: str, quiet: bool) -> None:
     """Simulate TEMPO-like L1B granules and their L2 truth (NO2, HCHO, O3TOT, CLDO4) into OUT_DIR."""
@@ -292,10 +295,10 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the products to this netCDF file (default: print a summary).")
 @click.option("--kind", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Probe kind.")
-@click.option("--band", default="band_290_490_nm", show_default=True)
+@click.option("--band", default=BANDS[0], show_default=True)
 @click.option("--model", default=None, help="Model name or directory path with the probes (default: the model the "
               "store names, looked up by name in the trusted model directories).")
-@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it is a netCDF-4 file (never anything else).")
 def query_command(store: Path, products: str, output: Path | None, kind: str, band: str, model: str | None,
                   overwrite: bool) -> None:
     """Level-2 products of STORE from its latents on the latent grid, without decompressing (the decoder never runs)."""
@@ -317,17 +320,22 @@ def query_command(store: Path, products: str, output: Path | None, kind: str, ba
 @click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.md and its PNG figures into this directory.")
-@click.option("--band", type=click.Choice(["uv", "vis"]), default="uv", show_default=True, help="Band to compare.")
+@click.option("--band", type=click.Choice(SINGLE_BANDS), default="uv", show_default=True, help="Band to compare.")
+@click.option("--overwrite", is_flag=True, help="Replace the --report directory if it holds an earlier report.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
-def evaluate_command(original: Path, store: Path, report_dir: Path | None, band: str, quiet: bool) -> None:
+def evaluate_command(original: Path, store: Path, report_dir: Path | None, band: str, overwrite: bool, quiet: bool) -> None:
     """Compare STORE (made by compress) with the ORIGINAL L1B granule: per-wavelength errors, DOAS NO2, probes."""
     from rich.console import Console
     from rich.table import Table
 
+    from tempocodec.atomic import check_target
     from tempocodec.evaluation.run import evaluate_store
     from tempocodec.evaluation.summary import summary_rows
-    from tempocodec.runtime.store import BAND_CHOICES
 
+    if report_dir is not None:
+        from tempocodec.evaluation.report import REPORT_DIR, write_report  # loads matplotlib
+
+        check_target(report_dir, REPORT_DIR if overwrite else None)  # before the long evaluation, not after
     evaluation = evaluate_store(original, store, band=BAND_CHOICES[band][0], progress=not quiet)
     if not quiet:
         table = Table(title=f"{store} against {original.name}")
@@ -337,6 +345,4 @@ def evaluate_command(original: Path, store: Path, report_dir: Path | None, band:
             table.add_row(name, value)
         Console().print(table)
     if report_dir is not None:
-        from tempocodec.evaluation.report import write_report  # loads matplotlib
-
-        click.echo(f"wrote {write_report(evaluation, report_dir)}")
+        click.echo(f"wrote {write_report(evaluation, report_dir, overwrite=overwrite)}")

@@ -265,13 +265,15 @@ def test_existing_output_is_refused_and_kept(v3_store, uv_granule, tmp_path):
     assert taken.read_text() == "keep me"
 
 
-def test_overwrite_replaces_a_store(both_bands, tiny_models, tmp_path):
+@pytest.mark.parametrize("old_format", ["2", "3"])
+def test_overwrite_replaces_a_store(both_bands, tiny_models, tmp_path, old_format):
     target = tmp_path / "old.zarr"
-    target.mkdir()
+    assert run_cli("compress", both_bands, target, "--model", MODEL, "--quiet", "--zarr-format", old_format).exit_code == 0
     (target / "stale.txt").write_text("old")
     result = run_cli("compress", both_bands, target, "--model", MODEL, "--quiet", "--drop-radiance-error", "--overwrite")
     assert result.exit_code == 0, result.output
     assert not (target / "stale.txt").exists() and store_info(target).radiance(UV).codec == "vae"
+    assert "radiance_error" not in open_store(target, UV)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.zarr"]
 
 

@@ -14,7 +14,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tempocodec.errors import TempocodecError
+from tempocodec.atomic import Replaceable, atomic_dir, is_empty_dir
 from tempocodec.evaluation.doas_check import DoasComparison
 from tempocodec.evaluation.metrics import BINS_PER_DEX, MIN_SIGNAL, Metrics, used_values
 from tempocodec.evaluation.probe_scores import ProbeScore
@@ -23,26 +23,37 @@ from tempocodec.evaluation.summary import headline, pct, sci, summary_rows
 
 matplotlib.use("Agg")  # files only, never a window; pyplot resolves its backend at the first figure
 
+REPORT_TITLE = "# Evaluation of "
 
-def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> Path:
-    """Write ``report.md`` and its PNG figures into ``out_dir`` (created if needed); returns the report's path.
 
-    Each file is written under a temporary name in ``out_dir`` and renamed into place, so a file already there is
-    only replaced by a complete one.
+def write_report(evaluation: Evaluation, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write the directory ``out_dir`` holding ``report.md`` and its PNG figures; returns the report's path.
+
+    The directory is built under a temporary name and renamed into place when complete
+    (:func:`tempocodec.atomic.atomic_dir`); an existing ``out_dir`` is replaced only with ``overwrite`` and only
+    when it holds an earlier report (or nothing).
     """
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TempocodecError(f"{out}: cannot create the report directory ({err.strerror or err})") from None
     figures = _figures(evaluation)
-    for _, name, plot in figures:
-        plot(out / name)
-    report = out / "report.md"
-    tmp = report.with_name(f".report.md.partial-{os.getpid()}")
-    tmp.write_text(_markdown(evaluation, [(title, name) for title, name, _ in figures]), encoding="utf-8")
-    os.replace(tmp, report)
-    return report
+    with atomic_dir(out, replace=REPORT_DIR if overwrite else None) as tmp:
+        for _, name, plot in figures:
+            plot(tmp / name)
+        (tmp / "report.md").write_text(_markdown(evaluation, [(title, name) for title, name, _ in figures]),
+                                       encoding="utf-8")
+    return out / "report.md"
+
+
+def _is_report_dir(path: Path) -> bool:
+    """Whether ``path`` holds a ``report.md`` written by :func:`write_report`."""
+    try:
+        with (path / "report.md").open(encoding="utf-8") as f:
+            return f.readline().startswith(REPORT_TITLE)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+REPORT_DIR = Replaceable(lambda path: is_empty_dir(path) or _is_report_dir(path), "an evaluation report directory")
+"""What ``evaluate --report DIR --overwrite`` may replace."""
 
 
 def _figures(evaluation: Evaluation) -> list[tuple[str, str, Callable[[Path], None]]]:
@@ -67,7 +78,7 @@ def _figures(evaluation: Evaluation) -> list[tuple[str, str, Callable[[Path], No
 
 def _markdown(evaluation: Evaluation, figures: list[tuple[str, str]]) -> str:
     """The text of ``report.md``, linking the ``(title, file name)`` figures."""
-    lines = [f"# Evaluation of `{evaluation.store.name}` against `{evaluation.original.name}`", "",
+    lines = [f"{REPORT_TITLE}`{evaluation.store.name}` against `{evaluation.original.name}`", "",
              *headline(evaluation), "", "| metric | value |", "|---|---|"]
     lines += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in summary_rows(evaluation)]
     lines += ["", _doas_section(evaluation), "", _probe_section(evaluation), "", "## Figures", ""]
@@ -119,10 +130,8 @@ def _md_cell(text: str) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG through a temporary file in the same directory, then close it."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    """Save a matplotlib figure as PNG (into the report's partial directory), then close it."""
+    fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
 
 

@@ -21,10 +21,13 @@ import numpy as np
 import xarray as xr
 from xarray.backends.locks import HDF5_LOCK
 
+from tempocodec.atomic import Replaceable
+from tempocodec.bands import BANDS, N_CHANNELS
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.netcdf import (
     INT16_FILL,
     INT32_FILL,
+    NETCDF_FILE,
     TIME_UNITS,
     NetCDFLayout,
     NetCDFSource,
@@ -38,8 +41,6 @@ from tempocodec.granule.netcdf import (
 )
 from tempocodec.prepare.normalize import RADIANCE_FILL
 
-BANDS: tuple[str, str] = ("band_290_490_nm", "band_540_740_nm")
-N_CHANNELS = 1028
 RADIANCE_DIMS = ("mirror_step", "xtrack", "spectral_channel")
 GEO_FILL = np.float32(9.96921e36)
 RADIANCE_UNITS = "photons/s/cm^2/nm/sr"
@@ -257,15 +258,16 @@ L1B_LAYOUT = NetCDFLayout(
 )
 
 
-def write_l1b(path: str | os.PathLike, granule: L1BGranule) -> None:
+def write_l1b(path: str | os.PathLike, granule: L1BGranule, *, replace: Replaceable | None = NETCDF_FILE) -> None:
     """Write ``granule`` as an L1B file in the real layout (see the module docstring and ``docs/format-tempo.md``).
 
     Attributes of ``granule.root`` are merged under ``granule.attrs`` as global attributes. A band without an
     ``xtrack`` (or ``wavecal_par``) variable for that dimension gets ``0..n-1`` (int32; ``wavecal_par`` is the
     dummy variable of the real files), and a root without ``mirror_step`` takes it from a band or ``0..n-1``.
     Known variables get the real fills, units and flags when the Dataset gives none. Raises
-    :class:`TempocodecError` (naming ``path``) for a granule the reader would refuse; ``path`` is replaced only
-    once the new file is complete.
+    :class:`TempocodecError` (naming ``path``) for a granule the reader would refuse; an existing ``path`` is
+    replaced only as ``replace`` allows (see :func:`~tempocodec.granule.netcdf.write_netcdf`) and only once the new
+    file is complete.
     """
     path = Path(path)
     unknown = [b for b in granule.bands if b not in BANDS]
@@ -287,4 +289,4 @@ def write_l1b(path: str | os.PathLike, granule: L1BGranule) -> None:
     attrs = {**granule.root.attrs, **granule.attrs}
     root = granule.root.copy()
     root.attrs = {}
-    write_netcdf(path, L1B_LAYOUT, attrs, root, {**bands, **granule.other_groups})
+    write_netcdf(path, L1B_LAYOUT, attrs, root, {**bands, **granule.other_groups}, replace=replace)

@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 from xarray.backends.locks import HDF5_LOCK
 
+from tempocodec.atomic import Replaceable, atomic_file
 from tempocodec.errors import TempocodecError
 
 INT16_FILL = np.int16(-32767)
@@ -30,6 +31,20 @@ INT32_FILL = np.int32(-2147483647)
 TEMPO_EPOCH = datetime(1980, 1, 6, tzinfo=UTC)
 TIME_UNITS = "seconds since 1980-01-06T00:00:00Z"
 BLOCK_BYTES = 64 * 2**20
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_netcdf4(path: Path) -> bool:
+    """Whether ``path`` is a regular file that starts with the HDF5 signature, as every netCDF-4 file does."""
+    try:
+        with path.open("rb") as f:
+            return path.is_file() and f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+NETCDF_FILE = Replaceable(is_netcdf4, "a netCDF-4 file")
+"""What a netCDF writer may replace (``decompress --overwrite``, ``query -o ... --overwrite``, rewriting a granule)."""
 
 # ------------------------------------------------------------------------------------------------ variable specs
 
@@ -282,53 +297,54 @@ def write_netcdf(
     attrs: Mapping[str, Any],
     root: xr.Dataset,
     groups: Mapping[str, xr.Dataset],
+    *,
+    replace: Replaceable | None = NETCDF_FILE,
 ) -> None:
     """Write global ``attrs``, the ``root`` variables and one top-level group per entry of ``groups`` to ``path``.
 
     Variables with two or more dimensions are deflate-1 + shuffle compressed; those of three or more dimensions
     led by ``mirror_step`` are chunked one mirror step at a time, ``(1, ...)``. Variables led by ``mirror_step``
     are streamed in blocks of about :data:`BLOCK_BYTES` that follow the dask chunks, so a dask-backed array is
-    never held whole. The file is written next to ``path`` and moved over it only when complete.
+    never held whole. The file is written next to ``path`` and moved into place only when complete
+    (:func:`tempocodec.atomic.atomic_file`); an existing ``path`` is replaced only as ``replace`` allows
+    (default: when it is a netCDF-4 file; None: never).
     """
     path = Path(path)
     root, groups = _with_coords(path, layout, root, groups)
     root_dims = _root_dims(path, layout, root, groups)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TempocodecError(f"{path}: cannot create its directory: {one_line(err)}") from None
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    with atomic_file(path, replace=replace) as tmp:
+        try:
+            _write_file(path, tmp, layout, attrs, root_dims, root, groups)
+        except (OSError, RuntimeError) as err:
+            raise TempocodecError(f"{path}: cannot write: {one_line(err)}") from None
+
+
+def _write_file(path: Path, tmp: Path, layout: NetCDFLayout, attrs: Mapping[str, Any], root_dims: dict[str, int],
+                root: xr.Dataset, groups: Mapping[str, xr.Dataset]) -> None:
+    """The body of :func:`write_netcdf`: the netCDF-4 file ``tmp`` (``path`` names it in errors)."""
+    with HDF5_LOCK:
+        nc = _create(path, tmp)
     try:
         with HDF5_LOCK:
-            nc = _create(path, tmp)
-        try:
+            _set_attrs(path, nc, attrs, "global attributes")
+            for name, size in root_dims.items():
+                nc.createDimension(name, size)
+        _write_group(path, layout, nc, "", root)
+        for gname, ds in groups.items():
             with HDF5_LOCK:
-                _set_attrs(path, nc, attrs, "global attributes")
-                for name, size in root_dims.items():
-                    nc.createDimension(name, size)
-            _write_group(path, layout, nc, "", root)
-            for gname, ds in groups.items():
-                with HDF5_LOCK:
-                    ncg = nc.createGroup(gname)
-                    _set_attrs(path, ncg, ds.attrs, f"group {gname}")
-                    for dim, size in ds.sizes.items():
-                        if dim not in root_dims:
-                            ncg.createDimension(str(dim), size)
-                _write_group(path, layout, ncg, gname, ds)
-        finally:
-            with HDF5_LOCK:
-                nc.close()
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        tmp.unlink(missing_ok=True)
-        raise TempocodecError(f"{path}: cannot write: {one_line(err)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                ncg = nc.createGroup(gname)
+                _set_attrs(path, ncg, ds.attrs, f"group {gname}")
+                for dim, size in ds.sizes.items():
+                    if dim not in root_dims:
+                        ncg.createDimension(str(dim), size)
+            _write_group(path, layout, ncg, gname, ds)
+    finally:
+        with HDF5_LOCK:
+            nc.close()
 
 
 def _create(path: Path, tmp: Path) -> netCDF4.Dataset:
-    """A new empty netCDF-4 file at ``tmp`` (the caller holds the HDF5 lock)."""
+    """A new netCDF-4 file at ``tmp``, the atomic writer's empty partial (the caller holds the HDF5 lock)."""
     try:
         return netCDF4.Dataset(tmp, "w", format="NETCDF4")
     except (OSError, RuntimeError) as err:

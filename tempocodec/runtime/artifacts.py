@@ -32,6 +32,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.onnx_wire import external_tensors
 
@@ -172,9 +173,8 @@ def record_files(model_dir: str | os.PathLike, names: list[str]) -> dict[str, st
         except OSError as err:
             raise TempocodecError(f"{path / name}: cannot read ({err.strerror or err})") from None
     manifest["files"] = dict(sorted(files.items()))
-    tmp = manifest_path.with_name(f".manifest.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    os.replace(tmp, manifest_path)
+    with atomic_file(manifest_path, replace=ANY_FILE) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest["files"]
 
 
@@ -379,8 +379,7 @@ def write_card_section(model_dir: str | os.PathLike, title: str, body: str) -> P
         lines[start:end] = section
     else:
         lines += ([""] if lines and lines[-1] else []) + section
-    tmp = card.with_name(f".model_card.md.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, card)
+    with atomic_file(card, replace=ANY_FILE) as tmp:
+        tmp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
     record_files(model_dir, ["model_card.md"])
     return card

@@ -16,10 +16,11 @@ import numpy as np
 import xarray as xr
 from rich.table import Table
 
+from tempocodec.atomic import check_target
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import GEO_FILL
 from tempocodec.granule.l2 import FLOAT_FILL
-from tempocodec.granule.netcdf import NetCDFLayout, write_netcdf
+from tempocodec.granule.netcdf import NETCDF_FILE, NetCDFLayout, write_netcdf
 from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
 from tempocodec.runtime.probes import (
     DEFAULT_BAND,
@@ -28,6 +29,7 @@ from tempocodec.runtime.probes import (
     latent_grid,
     load_probes,
 )
+from tempocodec.runtime.store import reading
 
 DIMS = ("latent_row", "latent_col")
 
@@ -56,7 +58,8 @@ def query_store(store: str | os.PathLike, products: str | Iterable[str] = tuple(
     (``pixel_row_start``/``_stop`` along ``latent_row``, ``pixel_col_start``/``_stop`` along ``latent_col``).
     """
     names = check_products(products)
-    grid = latent_grid(store, band)
+    with reading(Path(store), band):
+        grid = latent_grid(store, band)
     art = _model_for(grid.latent.attrs["model"], grid.latent.attrs["model_sha256"], model)
     probes = load_probes(art)
     if probes.latent_channels != grid.latent.shape[0]:
@@ -89,15 +92,16 @@ def query_store(store: str | os.PathLike, products: str | Iterable[str] = tuple(
 
 
 def write_products(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write a :func:`query_store` Dataset as an L2-like netCDF-4 file (atomically).
+    """Write a :func:`query_store` Dataset as an L2-like netCDF-4 file (atomically; an existing ``path`` is replaced
+    only with ``overwrite`` and only when it is a netCDF-4 file).
 
     Layout: dimensions ``latent_row``, ``latent_col`` and their coordinate variables at the root; group ``product``
     with the products (float32, NaN written as the L2 product's fill value, ``_FillValue`` set); group
     ``geolocation`` with ``latitude``, ``longitude`` and the pixel block of each cell; global attributes from ``ds``.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise TempocodecError(f"{path} exists: pass --overwrite to replace it")
+    replace = NETCDF_FILE if overwrite else None
+    check_target(path, replace)
     product = xr.Dataset()
     for name, var in ds.data_vars.items():
         fill = np.float32(FLOAT_FILL[PRODUCTS[str(name)].l2_product])
@@ -113,7 +117,7 @@ def write_products(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool =
     layout = NetCDFLayout(root_dims=None, root_coords=DIMS, group_coords={}, spec=lambda group, name: None,
                           default_fill=lambda dtype: None)
     attrs = {**ds.attrs, "title": "TEMPO Level-2 products estimated from tempocodec latents"}
-    write_netcdf(path, layout, attrs, xr.Dataset(), {"product": product, "geolocation": geolocation})
+    write_netcdf(path, layout, attrs, xr.Dataset(), {"product": product, "geolocation": geolocation}, replace=replace)
     return path
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,21 +26,26 @@ import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
+from dask.array.core import getter
 from zarr.codecs import BloscCodec
 
+from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
+from tempocodec.bands import BAND_CHOICES
 from tempocodec.codec.numcodec import make_numcodec
 from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.granule.netcdf import NETCDF_FILE
+from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv"}
-BAND_CHOICES = {"uv": ("band_290_490_nm",), "vis": ("band_540_740_nm",), "all": BANDS}
-TILE = 64
 SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
+STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
+"""What ``compress --overwrite`` may replace."""
 MAX_ATTRIBUTE_CHARS = 65536
 """Longest string dtype a store may record for an attribute (characters)."""
 _ATTRIBUTE_SIZES = {"i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (4, 8)}
@@ -108,16 +112,17 @@ def compress_granule(
 
     ``bands`` is ``uv``, ``vis`` or ``all``; ``model`` a model name or directory (default: the released model of
     each band, where there is one). The store is written beside ``dst`` under a temporary name and renamed
-    into place at the end, so an interrupted run leaves nothing and an existing ``dst`` is only replaced
-    (with ``overwrite``) by a complete store.
+    into place at the end (:mod:`tempocodec.atomic`), so an interrupted run leaves nothing; an existing ``dst``
+    is replaced only with ``overwrite``, only when it is a store (or an empty directory), and only by a complete
+    store. Without ``overwrite``, a ``dst`` that another run puts in place meanwhile is not replaced either.
     """
     dst = Path(dst)
     if bands not in BAND_CHOICES:
         raise TempocodecError(f"unknown band selection {bands!r}: choose one of {', '.join(BAND_CHOICES)}")
-    if dst.exists() and not overwrite:
-        raise TempocodecError(f"{dst} exists: pass --overwrite to replace it")
+    replace = STORE if overwrite else None
+    check_target(dst, replace)
     chosen = _models_for(BAND_CHOICES[bands], model)
-    with open_l1b(src) as granule, _staging(dst) as tmp:
+    with open_l1b(src) as granule, atomic_dir(dst, replace=replace) as tmp:
         present = [b for b in BAND_CHOICES[bands] if b in granule.band_names]
         if not present:
             raise TempocodecError(f"{granule.path}: none of the bands {', '.join(BAND_CHOICES[bands])} is in the file")
@@ -142,45 +147,6 @@ def _models_for(bands: tuple[str, ...], model: str | os.PathLike | None) -> dict
                                   f"({', '.join(bands)})")
         return {art.band: art}
     return {b: load_model(resolve_model(DEFAULT_MODELS[b])) for b in bands if b in DEFAULT_MODELS}
-
-
-@contextlib.contextmanager
-def _staging(dst: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path of ``dst``; on success it replaces ``dst``, on any failure it is removed."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(dst)
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
-def _remove_stale(dst: Path) -> None:
-    """Remove the staging leftovers of ``dst`` whose writing process is gone (a run killed with SIGKILL)."""
-    for leftover in dst.parent.glob(f".{dst.name}.partial-*"):
-        pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_root(tmp: Path, root: xr.Dataset, attrs: dict[str, Any], zarr_format: ZarrFormat, dtypes: dict[str, str]) -> None:
@@ -376,6 +342,58 @@ def open_root(path: Path) -> zarr.Group:
     return root
 
 
+def is_store(path: Path) -> bool:
+    """Whether ``path`` is a store this package wrote: a Zarr group (v2 or v3) whose root attribute ``tempocodec``
+    has a format ``tempocodec-store/...`` (this version or another)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            meta = zarr.open_group(path, mode="r").attrs.get("tempocodec")
+    except Exception:  # not a Zarr group, or an unreadable one
+        return False
+    return isinstance(meta, dict) and str(meta.get("format", "")).startswith(STORE_FORMAT.split("/")[0] + "/")
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn a fault in reading or decoding the stored data of ``path`` into a one-line error naming the store."""
+    try:
+        yield
+    except TempocodecError:
+        raise
+    except Exception as err:  # zarr, numcodecs and the shard index reader raise many types on damaged bytes
+        fault = " ".join(str(err).split())[:300]
+        raise TempocodecError(f"{path}: damaged store: cannot read {what} ({type(err).__name__}: {fault})") from None
+
+
+def _open_group(path: Path, group: str | None) -> xr.Dataset:
+    """One group of a store as a lazy Dataset, values raw, every block read through :func:`reading`."""
+    where = group or "the root group"
+
+    def read_block(array, key, asarray=True, lock=None):  # dask's getter, its faults named (store, array, block)
+        with reading(path, f"{_array_path(array) or where} block {_block_name(key)}"):
+            return getter(array, key, asarray=asarray, lock=lock)
+
+    with reading(path, where):
+        return xr.open_zarr(path, group=group, mask_and_scale=False, decode_times=False, consolidated=True,
+                            from_array_kwargs={"getitem": read_block})
+
+
+def _array_path(wrapped: object) -> str | None:
+    """The path in the store of the zarr array under xarray's lazy wrappers (None where it cannot be told)."""
+    for _ in range(8):
+        if isinstance(wrapped, zarr.Array):
+            return wrapped.path
+        inner = getattr(wrapped, "array", None)
+        wrapped = inner if inner is not None else getattr(wrapped, "_array", None)
+    return None
+
+
+def _block_name(key: tuple) -> str:
+    """A block's index, a tuple of slices, as ``[0:64, 0:512, 0:1028]``."""
+    return "[" + ", ".join(f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k) for k in key) + "]"
+
+
 def _stored_bytes(arr: zarr.Array) -> int:
     """Bytes of an array's stored chunk (or shard) objects."""
     return int(arr.nbytes_stored()) - _metadata_bytes(arr)
@@ -396,26 +414,27 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
     root = open_root(path)
     if band not in root.attrs["tempocodec"]["bands"]:
         raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(root.attrs['tempocodec']['bands'])})")
-    return xr.open_zarr(path, group=band, mask_and_scale=False, decode_times=False, consolidated=True)
+    return _open_group(path, band)
 
 
 def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
-    """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst``."""
+    """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst`` (atomically; an existing
+    ``dst`` is replaced only with ``overwrite`` and only when it is a netCDF-4 file)."""
     from tempocodec.granule.l1b import write_l1b
 
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise TempocodecError(f"{dst} exists: pass --overwrite to replace it")
+    replace = NETCDF_FILE if overwrite else None
+    check_target(dst, replace)
     root = open_root(src)
     meta = root.attrs["tempocodec"]
     dtypes = _attribute_dtypes(meta.get("attribute_dtypes", {}), src)
-    root_ds = xr.open_zarr(src, mask_and_scale=False, decode_times=False, consolidated=True)
+    root_ds = _open_group(src, None)
     attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
     root_ds = _typed_vars(root_ds, "/", dtypes)
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
     with dask_progress("decompress", enabled=progress):
-        write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands))
+        write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands), replace=replace)
     return dst
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from tempocodec.bands import N_CHANNELS
 from tempocodec.errors import TempocodecError
 
-N_CHANNELS = 1028
 SLIT_FWHM_NM = 0.6
 FINE_STEP_NM = 0.02
 O3_REFERENCE_TEMPERATURE_K = 228.0

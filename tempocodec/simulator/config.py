@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tempocodec.bands import BAND_CHOICES, BANDS
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import BANDS
-
-BAND_ALIASES = {"uv": (BANDS[0],), "vis": (BANDS[1],), "all": BANDS}
 
 
 @dataclass(frozen=True)
@@ -78,8 +76,8 @@ class SceneConfig:
 def resolve_bands(bands: str | Sequence[str]) -> tuple[str, ...]:
     """Band group names from "uv", "vis", "all" or a sequence of band names (kept in :data:`BANDS` order)."""
     if isinstance(bands, str):
-        if bands in BAND_ALIASES:
-            return BAND_ALIASES[bands]
+        if bands in BAND_CHOICES:
+            return BAND_CHOICES[bands]
         bands = (bands,)
     unknown = [b for b in bands if b not in BANDS]
     if unknown or not bands:

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
 from tempocodec.training.blockvae import BlockVAE, BlockVAEConfig
 
@@ -134,9 +135,9 @@ def _distributed() -> tuple[int, int]:
 
 
 def _save(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Write a checkpoint atomically (:func:`tempocodec.atomic.atomic_file`)."""
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        torch.save(state, tmp)
 
 
 def _start(run_dir: Path, model: BlockVAE, optimizer: torch.optim.Optimizer, resume: bool, train: CoefficientSet,

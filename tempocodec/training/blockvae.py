@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tempocodec.bands import N_CHANNELS
 from tempocodec.errors import TempocodecError
 
 
@@ -33,7 +34,7 @@ class BlockVAEConfig:
     """Sizes: ``n_channels`` C, ``basis_components`` K, ``latent_channels`` Z, ``downsample`` d, ``hidden`` width
     of the residual networks, ``depth`` 3×3 layers in each, ``tile`` the codec's chunk side in pixels."""
 
-    n_channels: int = 1028
+    n_channels: int = N_CHANNELS
     basis_components: int = 24
     latent_channels: int = 32
     downsample: int = 4

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
 from tempocodec.training.config import TrainConfig
 from tempocodec.training.vae import VAE
@@ -50,7 +50,6 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[VAE, dict]:
 
 
 def _save(path: Path, payload: dict) -> None:
-    """Write a checkpoint atomically (temporary file in the same directory, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Write a checkpoint atomically (:func:`tempocodec.atomic.atomic_file`)."""
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        torch.save(payload, tmp)

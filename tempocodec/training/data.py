@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import open_l1b
 from tempocodec.prepare.normalize import LogStats, normalize
@@ -120,7 +121,8 @@ def load_tiles(paths: list[Path], config: TrainConfig, mu: np.ndarray, sigma: np
         meta_path.unlink(missing_ok=True)
         count = _write_tiles(paths, config, mu, sigma, x_path, mask_path)
         meta = {"key": key, "count": count}
-        meta_path.write_text(json.dumps(meta))
+        with atomic_file(meta_path, replace=ANY_FILE) as tmp:  # the cache counts only once its meta is whole
+            tmp.write_text(json.dumps(meta))
     count = meta["count"]
     if count == 0:
         raise TempocodecError(f"{paths[0].parent}: no tile with enough valid pixels in {len(paths)} granules")

@@ -13,9 +13,6 @@ the hex sha256 of the UTF-8 text made of one ``"name:sha"`` line per coding file
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import torch
 from torch import nn
 
 from tempocodec import __version__
+from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import MODEL_FORMAT, check_model_name, identity_sha256, sha256_bytes
 from tempocodec.training.blockvae import BlockVAE
@@ -150,32 +148,35 @@ def export_model(model: ExportableModel, mu: np.ndarray, sigma: np.ndarray, out_
 
     ``card`` maps model-card section titles to text, lists or dicts; ``config`` is the training configuration
     (the model config is added under ``"model"``). The directory is built next to ``out_dir`` and moved into place
-    at the end; an existing ``out_dir`` is replaced only when ``overwrite`` is true. Returns ``out_dir``.
+    at the end (:func:`tempocodec.atomic.atomic_dir`); an existing ``out_dir`` is replaced only when ``overwrite``
+    is true and it is a model directory (or empty). Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
     check_model_name(name)
     mu, sigma = _check_stats(mu, sigma, model.config.n_channels)
-    if out_dir.exists() and not overwrite:
-        raise TempocodecError(f"{out_dir}: model directory exists (pass overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    replace = MODEL_DIR if overwrite else None
+    check_target(out_dir, replace)
     was_training = model.training
     model.eval()
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a model directory is shared like any installed data
     try:
-        _write_directory(model, mu, sigma, staging, name, band, card, config)
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, retired / out_dir.name)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, out_dir)
+        with atomic_dir(out_dir, replace=replace) as staging:
+            _write_directory(model, mu, sigma, staging, name, band, card, config)
     finally:
         model.train(was_training)
-        if staging.exists():
-            shutil.rmtree(staging)
     return out_dir
+
+
+def _is_model_dir(path: Path) -> bool:
+    """Whether ``path`` holds a ``manifest.json`` of a ``tempocodec-model/...`` format (this version or another)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith(MODEL_FORMAT.split("/")[0] + "/")
+
+
+MODEL_DIR = Replaceable(lambda path: is_empty_dir(path) or _is_model_dir(path), "a model directory")
+"""What ``export --overwrite`` may replace."""
 
 
 def _percent(value: float | None) -> str:

@@ -26,6 +26,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from tempocodec.atomic import Replaceable, atomic_dir
+from tempocodec.bands import BAND_CHOICES
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l2 import l2_files_beside, l2_pattern, l2_truth, read_l2
 from tempocodec.prepare.tiles import pool_to_latent
@@ -48,7 +50,7 @@ from tempocodec.runtime.probes import (
     latent_grid,
     r2_rmse_bias,
 )
-from tempocodec.runtime.store import BAND_CHOICES, compress_granule
+from tempocodec.runtime.store import compress_granule
 from tempocodec.training.data import find_granules, split_granules
 from tempocodec.training.export import export_graph
 
@@ -341,9 +343,7 @@ def train_probes(data: str | os.PathLike, model: str | os.PathLike, *, heldout: 
     val = collect(val_paths, art, geometry, "latents (validation)", progress)
     held = collect(held_paths, art, geometry, "latents (held out)", progress)
     n_features = fit.features.shape[1]
-    staging = Path(tempfile.mkdtemp(prefix=".probes.partial-", dir=art.path))
-    staging.chmod(0o755)  # mkdtemp makes it private; probes are shared like the rest of the model
-    try:
+    with atomic_dir(art.path / PROBES_DIR, replace=Replaceable(Path.is_dir, "a directory")) as staging:
         products, metrics = {}, []
         for name in PRODUCTS:
             transform, graphs, rows = _train_product(name, fit, val, held, config, staging, progress)
@@ -360,9 +360,6 @@ def train_probes(data: str | os.PathLike, model: str | os.PathLike, *, heldout: 
             "config": asdict(config),
         }
         (staging / Path(PROBES_FILE).name).write_text(json.dumps(description, indent=2), encoding="utf-8")
-        _install(staging, art.path / PROBES_DIR)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     names = sorted(f"{PROBES_DIR}/{p.name}" for p in (art.path / PROBES_DIR).iterdir() if p.is_file())
     record_files(art.path, names)
     write_card_section(art.path, CARD_SECTION, render_probe_section(description))
@@ -392,14 +389,3 @@ def _train_product(name: str, fit: Samples, val: Samples, held: Samples, config:
         graphs[kind] = f"{PROBES_DIR}/{path.name}"
         rows.append(metrics_row(name, kind, transform.inverse(_onnx_predict(path, x_held)), truth_held, transform))
     return transform, graphs, rows
-
-
-def _install(staging: Path, target: Path) -> None:
-    """Move the finished directory ``staging`` to ``target``, replacing an earlier one only after it is complete."""
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, target)

@@ -10,7 +10,6 @@ training and validation granules), ``normalization.npz`` (``mu``, ``sigma`` from
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
 from tempocodec.training.checkpoints import LoopState, load_checkpoint
 from tempocodec.training.config import TrainConfig
@@ -129,9 +129,8 @@ def _prepare(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -
         if progress:
             Console(stderr=True).print(f"statistics over {len(train_paths)} training granules")
         mu, sigma = compute_stats(train_paths, config.band, config.vae_config().n_channels)
-        tmp = run_dir / ".normalization.tmp.npz"
-        np.savez(tmp, mu=mu, sigma=sigma)
-        os.replace(tmp, stats_path)
+        with atomic_file(stats_path, replace=ANY_FILE) as tmp, tmp.open("wb") as f:
+            np.savez(f, mu=mu, sigma=sigma)
     return train_paths, val_paths
 
 
@@ -152,7 +151,6 @@ def _split(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Path]
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    """Write JSON atomically (:func:`tempocodec.atomic.atomic_file`)."""
+    with atomic_file(path, replace=ANY_FILE) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tempocodec.bands import N_CHANNELS
 from tempocodec.errors import TempocodecError
+from tempocodec.prepare.tiles import DOWNSAMPLE, TILE
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,14 @@ class VAEConfig:
     the encoder and in the decoder. ``groups`` is the largest GroupNorm group count (reduced to divide the width).
     """
 
-    n_channels: int = 1028
+    n_channels: int = N_CHANNELS
     latent_channels: int = 32
     widths: tuple[int, ...] = (64, 96, 128)
     res_blocks: tuple[int, ...] = (0, 1, 1)
     attention: bool = True
     groups: int = 8
-    tile: int = 64
-    downsample: int = 4
+    tile: int = TILE
+    downsample: int = DOWNSAMPLE
     kl_weight: float = 1e-6
     logvar_clamp: tuple[float, float] = field(default=(-30.0, 20.0))
 
