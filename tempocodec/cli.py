@@ -47,7 +47,7 @@ def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtyp
     from tempocodec.runtime.store import compress_granule
 
     summary = compress_granule(granule, out, bands=band, model=model, latent_dtype=latent_dtype,
-                               zarr_format=int(zarr_format), drop_radiance_error=drop_radiance_error,
+                               zarr_format=3 if zarr_format == "3" else 2, drop_radiance_error=drop_radiance_error,
                                overwrite=overwrite, progress=not quiet)
     if not quiet:
         _print_summary(summary)
@@ -311,7 +311,7 @@ def query_command(store: Path, products: str, output: Path | None, kind: str, ba
         Console().print(summary_table(ds))
     else:
         write_products(ds, output, overwrite=overwrite)
-        click.echo(f"wrote {', '.join(ds.data_vars)} on the {ds.sizes['latent_row']}×{ds.sizes['latent_col']} "
+        click.echo(f"wrote {', '.join(map(str, ds.data_vars))} on the {ds.sizes['latent_row']}×{ds.sizes['latent_col']} "
                    f"latent grid to {output}")
 
 

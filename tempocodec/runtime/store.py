@@ -209,7 +209,8 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
     chunks = (TILE, TILE, model.n_channels)
     if zarr_format == 3:
         return {
-            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=fill, valid_min=valid[0], valid_max=valid[1]),
+            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=float(fill),
+                                     valid_min=valid[0], valid_max=valid[1]),
             "compressors": None,
             "filters": None,
             "chunks": chunks,
@@ -218,7 +219,8 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
             "fill_value": fill,
         }
     return {
-        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=fill, valid_min=valid[0], valid_max=valid[1])],
+        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=float(fill),
+                                      valid_min=valid[0], valid_max=valid[1])],
         "filters": None,
         "chunks": chunks,
         "_FillValue": fill,
@@ -269,7 +271,8 @@ def _valid_range(radiance: xr.DataArray) -> tuple[float | None, float | None]:
     return lo, hi
 
 
-def _to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict, zarr_format: ZarrFormat, mode: str) -> None:
+def _to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict, zarr_format: ZarrFormat,
+             mode: Literal["w", "a"]) -> None:
     """``ds.to_zarr`` without consolidation (done once at the end), v3 warnings about it silenced."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
