@@ -130,6 +130,12 @@ def test_numcodec_refuses_wrong_dtype_and_size(tiny_models):
         codec.encode(x[:, :, :15].copy())
 
 
+def test_numcodec_needs_a_fill_value(tiny_models):
+    config = {k: v for k, v in make_numcodec("tiny").get_config().items() if k != "id"}
+    with pytest.raises(TempocodecError, match=r"^tempocodec_vae: 'fill_value' must be a number, got None$"):
+        VAENumcodec(**{**config, "fill_value": None})
+
+
 # --------------------------------------------------------------------------------------------------- v3 face
 
 

@@ -29,7 +29,7 @@ from tempocodec.runtime.artifacts import (
 
 CODEC_NAME = "tempocodec.vae"
 CODEC_ID = "tempocodec_vae"
-LATENT_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+LATENT_DTYPES: dict[str, np.dtype[np.floating]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 RADIANCE_FILL = float(L1B_RADIANCE_FILL)
 _WHERE = f"{CODEC_NAME} codec configuration"
 _HEX = frozenset("0123456789abcdef")

@@ -75,7 +75,7 @@ def valid_radiance(raw: np.ndarray, fills: Sequence[float], config: CodecConfig)
     valid = in_range(raw, config)
     for i in range(raw.shape[0]):
         for fill in {fills[i], config.fill_value} - {None}:
-            if in_range(np.float32(fill), config):  # a fill inside the range (1.0, say) marks elements too
+            if in_range(np.asarray(fill, np.float32), config):  # a fill inside the range (1.0, say) marks elements too
                 valid[i] &= raw[i] != np.float32(fill)
     return valid
 
@@ -106,7 +106,8 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig)
             x[i, :, :, w:] = x[i, :, :, w - 1 : w]
         extents.append((h, w))
     present = [i for i, (h, _) in enumerate(extents) if h]
-    means = _run(art, "encoder", x[present], "x", "mean") if present else None
+    empty = np.zeros((0, art.latent_channels, rows // art.downsample, cols // art.downsample), np.float32)
+    means = _run(art, "encoder", x[present], "x", "mean") if present else empty
     dtype = LATENT_DTYPES[config.latent_dtype]
     limit = np.finfo(dtype).max
     out = []
@@ -143,7 +144,8 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
     for j, i in enumerate(present):
         lat = parsed[i].latent
         z[j] = np.pad(lat, ((0, 0), (0, lat_shape[1] - lat.shape[1]), (0, lat_shape[2] - lat.shape[2])), mode="edge")
-    radiance = denormalize(_run(art, "decoder", z, "z", "x"), art.mu, art.sigma, axis=1) if present else None
+    empty = np.zeros((0, channels, rows, cols), np.float32)
+    radiance = denormalize(_run(art, "decoder", z, "z", "x"), art.mu, art.sigma, axis=1) if present else empty
     if present and (config.valid_min is not None or config.valid_max is not None):
         np.clip(radiance, config.valid_min, config.valid_max, out=radiance)
     out = np.empty((len(parsed), rows, cols, channels), dtype=np.float32)
