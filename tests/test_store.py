@@ -359,3 +359,12 @@ def test_unknown_band_selection_is_refused(both_bands, tmp_path):
     with pytest.raises(TempocodecError, match="unknown band selection 'xx'"):
         compress_granule(both_bands, tmp_path / "never.zarr", bands="xx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_band_that_is_not_a_group_is_a_damaged_store(tmp_path):
+    path = tmp_path / "odd.zarr"
+    root = zarr.open_group(path, mode="w")
+    root.attrs["tempocodec"] = {"format": store_module.STORE_FORMAT, "bands": {UV: {"radiance": "lossless"}}}
+    root.create_array(UV, shape=(2,), dtype="f4")
+    with pytest.raises(TempocodecError, match=rf"^{path}: damaged store: {UV} is not a zarr group$"):
+        store_info(path)

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numcodecs
 import numpy as np
@@ -28,6 +28,7 @@ import xarray as xr
 import zarr
 from dask.array.core import getter
 from zarr.codecs import BloscCodec
+from zarr.storage import LocalStore
 
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
@@ -309,6 +310,22 @@ def _json_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> di
     return out
 
 
+def store_meta(root: zarr.Group) -> dict[str, Any]:
+    """The ``tempocodec`` root attribute of a store opened with :func:`open_root` (which checked it is a mapping)."""
+    return cast(dict[str, Any], root.attrs["tempocodec"])
+
+
+_Node = TypeVar("_Node", zarr.Array, zarr.Group)
+
+
+def store_node(group: zarr.Group, name: str, kind: type[_Node], where: str | os.PathLike) -> _Node:
+    """``group[name]``, which must be a zarr ``kind`` (Array or Group); ``where`` names the group in the error."""
+    node = group[name]
+    if not isinstance(node, kind):
+        raise TempocodecError(f"{where}: damaged store: {name} is not a zarr {kind.__name__.lower()}")
+    return node
+
+
 # --------------------------------------------------------------------------------------------------- info
 
 
@@ -316,9 +333,10 @@ def store_info(path: str | os.PathLike) -> StoreSummary:
     """Sizes and codecs of every array of a store written by :func:`compress_granule`."""
     path = Path(path)
     root = open_root(path)
-    meta = root.attrs["tempocodec"]
+    meta = store_meta(root)
     sizes: list[VariableSize] = []
-    for group_path, group in [("/", root), *((name, root[name]) for name in meta["bands"])]:
+    bands = [(name, store_node(root, name, zarr.Group, path)) for name in meta["bands"]]
+    for group_path, group in [("/", root), *bands]:
         for name, arr in group.arrays():
             raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
             is_vae = group_path != "/" and name == "radiance" and meta["bands"][group_path]["radiance"] == "vae"
@@ -404,7 +422,9 @@ def _stored_bytes(arr: zarr.Array) -> int:
 
 def _metadata_bytes(arr: zarr.Array) -> int:
     """Bytes of an array's own metadata documents, which ``nbytes_stored`` counts too."""
-    store_path = Path(str(arr.store_path.store.root)) / arr.path
+    store = arr.store_path.store
+    assert isinstance(store, LocalStore)  # stores are opened from paths
+    store_path = Path(store.root) / arr.path
     return sum((store_path / f).stat().st_size for f in ("zarr.json", ".zarray", ".zattrs") if (store_path / f).exists())
 
 
@@ -415,8 +435,9 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
     """One band of a store as a lazy xarray Dataset (radiance decoded chunk by chunk), values and fills raw."""
     path = Path(path)
     root = open_root(path)
-    if band not in root.attrs["tempocodec"]["bands"]:
-        raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(root.attrs['tempocodec']['bands'])})")
+    bands = store_meta(root)["bands"]
+    if band not in bands:
+        raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(bands)})")
     return _open_group(path, band)
 
 
@@ -429,7 +450,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     replace = NETCDF_FILE if overwrite else None
     check_target(dst, replace)
     root = open_root(src)
-    meta = root.attrs["tempocodec"]
+    meta = store_meta(root)
     dtypes = _attribute_dtypes(meta.get("attribute_dtypes", {}), src)
     root_ds = _open_group(src, None)
     attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
