@@ -139,8 +139,8 @@ class LatentGrid:
         and bool ``(rows, cols)``, true at those cells. ``geometry`` names the geometry inputs appended, in order."""
         planes = [self.latent.values, *(self.geometry[name][None] for name in geometry)]
         stack = np.concatenate(planes, axis=0).astype(np.float32)
-        usable = np.isfinite(stack).all(axis=0)
-        return np.ascontiguousarray(stack[:, usable].T), np.asarray(usable)
+        usable = np.all(np.isfinite(stack), axis=0)
+        return np.ascontiguousarray(stack[:, usable].T), usable
 
 
 def _pixel_field(group: zarr.Group, name: str, where: str) -> np.ndarray:
