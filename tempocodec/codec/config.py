@@ -94,7 +94,7 @@ def parse_optional_float(data: object, key: str) -> float | None:
     if data is None:
         return None
     try:
-        value = float(data)  # type: ignore[arg-type]
+        value = float(data)  # type: ignore[arg-type]  # any JSON value: what float() refuses is caught below
     except (TypeError, ValueError):
         value = math.nan
     if not abs(value) <= _F32_MAX:  # NaN, infinities and what float32 would make infinite
