@@ -26,7 +26,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.granule.l2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
 from tempocodec.prepare.tiles import pool_to_latent
 from tempocodec.runtime.artifacts import ModelArtifacts, session
-from tempocodec.runtime.store import open_root, store_meta, store_node
+from tempocodec.runtime.store import check_arrays, open_root, store_meta, store_node
 
 PROBES_FORMAT = "tempocodec-probes/1"
 PROBES_DIR = "probes"
@@ -173,11 +173,12 @@ def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGri
                               f"{bands[band].get('reason', 'no reason recorded')})")
     where = f"{path}/{band}"
     group = store_node(root, band, zarr.Group, path)
+    names = ("solar_zenith_angle", "viewing_zenith_angle", "solar_azimuth_angle", "viewing_azimuth_angle",
+             "latitude", "longitude")
+    check_arrays(root, [f"{band}/{name}" for name in ("radiance", *names) if name in group], path)
     latent = read_latents(store_node(group, "radiance", zarr.Array, where))
     d = int(latent.attrs["downsample"])
-    fields = {name: _pixel_field(group, name, where) for name in
-              ("solar_zenith_angle", "viewing_zenith_angle", "solar_azimuth_angle", "viewing_azimuth_angle",
-               "latitude", "longitude")}
+    fields = {name: _pixel_field(group, name, where) for name in names}
     per_pixel = {
         "cos_solar_zenith": np.cos(np.radians(fields["solar_zenith_angle"])),
         "cos_viewing_zenith": np.cos(np.radians(fields["viewing_zenith_angle"])),
