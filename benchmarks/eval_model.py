@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tempocodec.runtime.artifacts import load_model, record_files, write_card_section
 from tempocodec.evaluation.run import Evaluation, evaluate_store
 from tempocodec.granule.l1b import open_l1b
+from tempocodec.runtime.artifacts import load_model, record_files, write_card_section
 from tempocodec.runtime.store import compress_granule
 
 CARD_SECTION = "Held-out evaluation"

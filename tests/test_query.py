@@ -10,14 +10,14 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from tempocodec.codec import kernel
-from tempocodec.runtime.artifacts import load_model
 from tempocodec.cli import main
+from tempocodec.codec import kernel
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime.artifacts import load_model
 from tempocodec.runtime.probes import PRODUCTS, latent_grid, load_probes
 from tempocodec.runtime.query import query_store, write_products
-from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule
+from tempocodec.simulator import write_simulated
 
 pytest_plugins = ["tiny_model_fixture", "probe_fixture"]
 
