@@ -46,7 +46,7 @@ def per_granule_table(evaluations: list[Evaluation], band: str) -> list[str]:
     for e in evaluations:
         noise = e.metrics.noise_ratio
         scores = {s.product: s for s in e.probes}
-        cloud, ozone = scores.get("cloud_fraction"), scores.get("ozone")
+        cloud, ozone = scores.get("CLDO4"), scores.get("O3TOT")  # keyed by L2 product
         probes = f"{cloud.r2:.3f} / {ozone.r2:.3f}" if cloud and ozone else "no probes"
         bias = f"{float(np.mean(ozone.predicted - ozone.truth)):+.1f}" if ozone else "—"
         lines.append(f"| {e.original.name} | {centre_sza(e.original, band):.1f} | {e.ratio_radiance:,.0f}× | "
