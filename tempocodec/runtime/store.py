@@ -39,6 +39,7 @@ from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
+from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv"}
@@ -152,7 +153,7 @@ def _write_root(tmp: Path, root: xr.Dataset, attrs: dict[str, Any], zarr_format:
     """Root variables and global attributes, lossless."""
     ds, encoding = _lossless(root, "", zarr_format, dtypes)
     ds.attrs = _json_attrs(attrs, "/", dtypes)
-    _to_zarr(ds, tmp, None, encoding, zarr_format, mode="w")
+    to_zarr(ds, tmp, None, encoding, zarr_format, mode="w")
 
 
 def _lossless(ds: xr.Dataset, group: str, zarr_format: ZarrFormat, dtypes: dict[str, str]) -> tuple[xr.Dataset, dict]:
@@ -193,9 +194,8 @@ def _write_band(
         encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, valid, zarr_format)
         entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": latent_dtype}
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
-    ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
-    with dask_progress(f"{band}", enabled=progress):
-        _to_zarr(ds, tmp, band, encoding, zarr_format, mode="w")
+    with dask_progress(f"{band}", enabled=progress), bounded_workers():
+        write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK)
     return entry
 
 
@@ -265,13 +265,6 @@ def _valid_range(radiance: xr.DataArray) -> tuple[float | None, float | None]:
     except (TypeError, ValueError):
         raise TempocodecError(f"radiance: its valid range {bounds} is not two numbers") from None
     return lo, hi
-
-
-def _to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict, zarr_format: ZarrFormat, mode: str) -> None:
-    """``ds.to_zarr`` without consolidation (done once at the end), v3 warnings about it silenced."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        ds.to_zarr(path, group=group, mode=mode, encoding=encoding, zarr_format=zarr_format, consolidated=False)
 
 
 def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[str, str], zarr_format: ZarrFormat) -> None:
@@ -429,7 +422,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     root_ds = _typed_vars(root_ds, "/", dtypes)
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
-    with dask_progress("decompress", enabled=progress):
+    with dask_progress("decompress", enabled=progress), bounded_workers():
         write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands), replace=replace)
     return dst
 
