@@ -29,9 +29,10 @@ from tempocodec.granule.l1b import RADIANCE_DIMS
 from tempocodec.granule.netcdf import materialise
 from tempocodec.prepare.tiles import TILE
 
-MAX_WORKERS = 4
-"""Most dask threads a store read or write uses: a thread decoding a shard (``decompress``) holds its 135 MB of
-float32 radiance and the decoder's buffers."""
+MAX_WORKERS = 2
+"""Most dask threads a store read or write uses. A thread decoding a shard (``decompress``) holds its 135 MB of
+float32 radiance and the decoder's buffers; more threads add memory, not speed: zarr already decodes a shard's
+chunks concurrently and ONNX Runtime runs each model call on every CPU."""
 
 
 def worker_count() -> int:
