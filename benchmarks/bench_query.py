@@ -44,7 +44,7 @@ def timings(work: Callable[[], object], repeats: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tempo-vae-uv", help="Model name or directory, with probes.")
+    parser.add_argument("--model", default="tempo-vae-uv-2", help="Model name or directory, with probes.")
     parser.add_argument("--granule", type=Path, default=None, help="L1B granule (default: simulate one).")
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--cols", type=int, default=256)

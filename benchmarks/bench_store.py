@@ -53,7 +53,7 @@ def encode_seconds(radiance: np.ndarray, model: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tempo-vae-uv")
+    parser.add_argument("--model", default="tempo-vae-uv-2")
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--cols", type=int, default=512)
     parser.add_argument("--seed", type=int, default=30000)

@@ -471,7 +471,7 @@ def numbers(parser: argparse.ArgumentParser, option: str, text: str, kind: type)
 def parse_args() -> argparse.Namespace:
     """The command line; ``ks`` and ``bounds`` become lists."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/data/heldout"), help="held-out L1B granules")
+    parser.add_argument("--data", type=Path, required=True, help="held-out L1B granules")
     parser.add_argument("--train", type=Path, required=True, help="L1B granules to fit the global bases on")
     parser.add_argument("--band", default="band_290_490_nm")
     parser.add_argument("--model", action="append", default=[], help="tempocodec model name or directory (repeatable)")

@@ -94,6 +94,33 @@ def info(store: Path) -> None:
     _print_summary(store_info(store))
 
 
+@main.command()
+@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(store: Path, as_json: bool, quiet: bool) -> None:
+    """Check every chunk of every array of STORE (checksums, completeness, payload headers, model); writes nothing.
+
+    Exit status 0 when all is whole, 1 when something is damaged, 2 when STORE is not a readable store.
+    """
+    import json
+
+    from tempocodec.runtime.verify import verify_store
+
+    report = verify_store(store, progress=not quiet and not as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for fault in report.faults:
+            click.echo(f"fault: {fault.array or store}{f' {fault.item}' if fault.item else ''}: {fault.fault}")
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        chunks = sum(a.chunks for a in report.arrays)
+        verdict = "whole" if report.ok else f"NOT WHOLE ({len(report.faults)} faults)"
+        click.echo(f"{store}: {verdict}: {len(report.arrays)} arrays, {chunks} chunks checked")
+    sys.exit(0 if report.ok else 1)
+
+
 def _print_summary(summary) -> None:
     """A table of stored sizes and ratios, then one line per band's model and its card's headline."""
     from rich.console import Console

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import zarr
 from tiny_model import SMALL_CHANNELS, radiance, reference_latent
+from numcodecs.checksum32 import CRC32C
 from zarr.codecs import BytesCodec, ShardingCodec
 
 from tempocodec.codec import payload
 from tempocodec.codec.config import RADIANCE_FILL
 from tempocodec.codec.latents import read_latents
 from tempocodec.codec.numcodec import make_numcodec
+from tempocodec.codec.stored import place_chunks, read_stored_chunks
 from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import is_valid
@@ -150,9 +152,15 @@ def test_latents_of_an_array_in_a_group_of_a_memory_store_inside_a_running_event
     np.testing.assert_allclose(lat.values, expected_latents(tiny_models.small, x), rtol=2e-3, atol=2e-3)
 
 
+def _with_index_crc(shard: bytes) -> bytes:
+    """``shard`` with the CRC-32C of its 64-byte end index recomputed (to reach the checks behind it)."""
+    return shard[:-4] + bytes(CRC32C().encode(shard[-68:-4])[-4:])
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda b: b[:10], "shorter than its 68-byte index"),
-    (lambda b: b[:-68] + (2**40).to_bytes(8, "little") + b[-60:], "points past the end of the shard"),
+    (lambda b: b[:-68] + (2**40).to_bytes(8, "little") + b[-60:], r"shard index is corrupt \(CRC-32C mismatch\)"),
+    (lambda b: _with_index_crc(b[:-68] + (2**40).to_bytes(8, "little") + b[-60:]), "points past the end of the shard"),
 ])
 def test_damaged_shard_index_is_a_clear_error(tiny_models, tmp_path, damage, message):
     write(tmp_path / "a.zarr", granule(), shards=(128, 128, SMALL_CHANNELS))
@@ -160,6 +168,47 @@ def test_damaged_shard_index_is_a_clear_error(tiny_models, tmp_path, damage, mes
     shard.write_bytes(damage(shard.read_bytes()))
     with pytest.raises(TempocodecError, match=rf"a.zarr shard \(0, 0\): .*{message}"):
         read_latents(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+
+
+def _swap(a: Path, b: Path) -> None:
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+@pytest.mark.parametrize(("zarr_format", "shards", "first", "second", "message"), [
+    (2, None, "0.0.0", "1.2.0", r"chunk \(0, 0\): holds the payload of chunk \(1, 2\)"),
+    (3, (64, 128, SMALL_CHANNELS), "c/0/0/0", "c/1/1/0", r"chunk \(0, 0\): holds the payload of chunk \(1, 2\)"),
+], ids=["v2-chunks", "v3-shards"])
+def test_swapped_chunks_are_refused_once_their_positions_are_recorded(tiny_models, tmp_path, zarr_format, shards,
+                                                                      first, second, message):
+    x = granule()
+    write(tmp_path / "a.zarr", x, zarr_format, shards)
+    before = read_latents(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    _swap(tmp_path / "a.zarr" / first, tmp_path / "a.zarr" / second)
+    swapped = read_latents(zarr.open_array(tmp_path / "a.zarr", mode="r"))  # no positions: silently wrong
+    assert not np.array_equal(swapped.values, before.values, equal_nan=True)
+    _swap(tmp_path / "a.zarr" / first, tmp_path / "a.zarr" / second)
+    place_chunks(zarr.open_array(tmp_path / "a.zarr", mode="r+"))
+    np.testing.assert_array_equal(read_latents(zarr.open_array(tmp_path / "a.zarr", mode="r")).values, before.values)
+    _swap(tmp_path / "a.zarr" / first, tmp_path / "a.zarr" / second)
+    with pytest.raises(TempocodecError, match=message):
+        read_latents(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+
+
+def test_recorded_positions_leave_payload_lengths_and_decoding_unchanged(tiny_models, tmp_path):
+    x = granule()
+    arr = write(tmp_path / "a.zarr", x, 3, (64, 128, SMALL_CHANNELS))
+    decoded = arr[:]
+    files = sorted(p for p in (tmp_path / "a.zarr" / "c").rglob("*") if p.is_file())
+    sizes = [p.stat().st_size for p in files]
+    place_chunks(zarr.open_array(tmp_path / "a.zarr", mode="r+"))
+    assert [p.stat().st_size for p in files] == sizes
+    placed = zarr.open_array(tmp_path / "a.zarr", mode="r")
+    np.testing.assert_array_equal(placed[:], decoded)
+    _, chunks = read_stored_chunks(placed)
+    assert len(chunks) == 3 * 4
+    assert all(payload.recorded_position(chunk) == at for at, chunk in chunks.items())
 
 
 def _runtime_imports(tree: ast.Module) -> list[tuple[str, list[str]]]:

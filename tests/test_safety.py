@@ -348,5 +348,5 @@ def test_damaged_shard_in_decompress_is_a_one_line_error(store, tmp_path, how):
 @pytest.mark.parametrize("how", ["empty", "truncated", "index"])
 def test_damaged_shard_in_query_is_a_one_line_error(store, tmp_path, how):
     bad = damage(store, tmp_path / "bad.zarr", how)
-    line = assert_one_line_error(run_cli("query", bad), str(bad), "radiance shard")
+    line = assert_one_line_error(run_cli("query", bad), str(bad), "damaged store", f"{UV}/radiance")
     assert "no probes" not in line  # the damage is found first: the tiny model has no probes

@@ -127,7 +127,8 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
     """
     art = config.artifacts()
     rows, cols, channels = config.chunk_shape
-    parsed = [payload.unpack(chunk, where=f"{CODEC_NAME} chunk of model {config.model!r}") for chunk in chunks]
+    where = f"{CODEC_NAME} chunk of model {config.model!r}"
+    parsed = [payload.unpack(chunk, where=where, chunk_shape=config.chunk_shape) for chunk in chunks]
     lat_shape = (art.latent_channels, rows // art.downsample, cols // art.downsample)
     for p in parsed:
         if (p.tile, p.n_channels, p.downsample, p.latent.shape[0]) != (config.tile, channels, art.downsample, lat_shape[0]):

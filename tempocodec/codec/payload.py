@@ -1,4 +1,4 @@
-"""Byte layout of one compressed chunk: a 28-byte header, the latent, and the validity mask (see docs/format.md).
+"""Byte layout of one compressed chunk: a 36-byte header, the latent, and the validity mask (see docs/format.md).
 
 A chunk of ``tile_rows × tile_cols`` pixels with ``n_channels`` spectral channels is stored as the encoder's latent
 mean over the *valid extent* only: the rows ``0..valid_rows-1`` and columns ``0..valid_cols-1`` that hold any valid
@@ -7,6 +7,12 @@ pixel (zarr pads edge chunks at the bottom and right). The latent covers ``ceil(
 are valid is stored as one of three masks: none (all valid), a pixel mask ``(valid_rows, valid_cols)`` when each pixel
 is valid or invalid in every channel, or an element mask ``(n_channels, valid_rows, valid_cols)``; masks are
 bit-packed and zstd-compressed. Everything outside the extent is invalid.
+
+The header (version 2) also records the chunk's ``(row, col)`` in the array's chunk grid, so that a chunk found at
+another place is refused; the codec cannot know it while encoding, so it writes "not recorded" and the store writer
+fills it in afterwards (:func:`with_position`). Version 1 payloads (28-byte header, no position) still decode.
+Nothing is decompressed beyond the size the header implies, and the header must match the array's chunk shape
+before anything is.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 import numcodecs
 import numpy as np
@@ -23,13 +30,20 @@ import numpy as np
 from tempocodec.errors import TempocodecError
 
 MAGIC = b"TPCV"
-VERSION = 1
-HEADER = struct.Struct("<4sBBBBHHHHHHII")
+VERSION = 2
+HEADER = struct.Struct("<4sBBBBHHHHHHIIII")
+"""Version 2: magic, version, flags, dtype, downsample, channels, latent channels, tile rows and columns, extent
+rows and columns, mask bytes, chunk grid row and column, CRC-32."""
 HEADER_SIZE = HEADER.size
+HEADER_V1 = struct.Struct("<4sBBBBHHHHHHII")
+"""Version 1: as version 2 without the chunk position."""
+NO_POSITION = 0xFFFFFFFF
+"""Chunk grid row and column of a payload whose position is not recorded."""
 LATENT_DTYPES = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
 MASK_ZSTD_LEVEL = 19
 _MASK_KIND_BITS = 0b11
 _MASK_ZSTD = numcodecs.Zstd(level=MASK_ZSTD_LEVEL)
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class MaskKind(IntEnum):
@@ -47,7 +61,8 @@ class Payload:
     ``latent``: float16 or float32 ``(latent_channels, ceil(valid_rows/downsample), ceil(valid_cols/downsample))``.
     ``mask``: ``None`` (every element of the extent valid), bool ``(valid_rows, valid_cols)`` (pixel mask) or bool
     ``(n_channels, valid_rows, valid_cols)`` (element mask); True means valid.
-    ``tile``: the chunk's ``(rows, cols)`` in pixels; ``extent``: ``(valid_rows, valid_cols)`` in pixels.
+    ``tile``: the chunk's ``(rows, cols)`` in pixels; ``extent``: ``(valid_rows, valid_cols)`` in pixels;
+    ``position``: the chunk's ``(row, col)`` in the array's chunk grid, None where not recorded.
     """
 
     latent: np.ndarray
@@ -56,6 +71,7 @@ class Payload:
     extent: tuple[int, int]
     n_channels: int
     downsample: int
+    position: tuple[int, int] | None = None
 
     @property
     def mask_kind(self) -> MaskKind:
@@ -120,58 +136,153 @@ def pack(payload: Payload) -> bytes:
         *payload.tile,
         *payload.extent,
         len(mask),
+        *_position_fields(payload.position),
     )
     head = HEADER.pack(*fields, 0)[:-4]
     return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
 
 
-def unpack(data: bytes | bytearray | memoryview, where: str = "chunk") -> Payload:
-    """Parse the bytes of one chunk; raise :class:`TempocodecError` naming ``where`` and the fault if they are bad."""
+def _position_fields(position: tuple[int, int] | None) -> tuple[int, int]:
+    """Header fields of a chunk grid position (:data:`NO_POSITION` twice for None)."""
+    if position is None:
+        return NO_POSITION, NO_POSITION
+    if not all(0 <= p < NO_POSITION for p in position):
+        raise TempocodecError(f"chunk grid position {position} does not fit the chunk header")
+    return int(position[0]), int(position[1])
+
+
+def with_position(data: bytes | bytearray | memoryview, position: tuple[int, int], where: str = "chunk") -> bytes:
+    """The version 2 payload ``data`` with its chunk grid ``position`` recorded and its CRC-32 recomputed (same length).
+
+    Raises :class:`TempocodecError` naming ``where`` unless ``data`` is an intact version 2 payload.
+    """
+    data = bytes(data)
+    if len(data) < HEADER_SIZE or data[4] != VERSION:
+        raise TempocodecError(f"{where}: not a version {VERSION} tempocodec chunk, its position cannot be recorded")
+    fields = list(HEADER.unpack(data[:HEADER_SIZE]))
+    body = data[HEADER_SIZE:]
+    if zlib.crc32(body, zlib.crc32(data[: HEADER_SIZE - 4])) != fields[-1]:
+        raise TempocodecError(f"{where}: tempocodec chunk is corrupt (CRC-32 mismatch)")
+    fields[-3:-1] = _position_fields(position)
+    head = HEADER.pack(*fields[:-1], 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+
+
+def recorded_position(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """The chunk grid position a payload's header records (None for version 1, not recorded, or not a payload);
+    the rest of the payload is not checked here (:func:`unpack` does)."""
     data = memoryview(data).cast("B")
-    if len(data) < HEADER_SIZE:
-        raise TempocodecError(f"{where}: truncated tempocodec chunk ({len(data)} bytes, the header alone is {HEADER_SIZE})")
-    magic, version, flags, dtype_code, down, n_chan, n_latent, t_rows, t_cols, rows, cols, mask_len, crc = HEADER.unpack(
-        data[:HEADER_SIZE]
+    if len(data) < HEADER_SIZE or bytes(data[:4]) != MAGIC or data[4] != VERSION:
+        return None
+    row, col = HEADER.unpack(data[:HEADER_SIZE])[-3:-1]
+    return None if row == NO_POSITION and col == NO_POSITION else (row, col)
+
+
+class _Header(NamedTuple):
+    """The fields of a payload header (either version); ``size``: its length in bytes."""
+
+    size: int
+    kind: MaskKind
+    dtype: np.dtype
+    downsample: int
+    n_channels: int
+    n_latent: int
+    tile: tuple[int, int]
+    extent: tuple[int, int]
+    mask_len: int
+    position: tuple[int, int] | None
+    crc: int
+
+
+def _header(data: memoryview, where: str) -> _Header:
+    """The checked header of the payload ``data`` (version 1 or 2); raise naming ``where`` and the fault."""
+    if len(data) < HEADER_V1.size:
+        raise TempocodecError(f"{where}: truncated tempocodec chunk ({len(data)} bytes, the header alone is {HEADER_V1.size})")
+    if bytes(data[:4]) != MAGIC:
+        raise TempocodecError(f"{where}: not a tempocodec chunk (magic {bytes(data[:4])!r}, expected {MAGIC!r})")
+    layout = {1: HEADER_V1, VERSION: HEADER}.get(data[4])
+    if layout is None:
+        raise TempocodecError(f"{where}: tempocodec chunk format version {data[4]} is not supported (this reads 1 and {VERSION})")
+    if len(data) < layout.size:
+        raise TempocodecError(f"{where}: truncated tempocodec chunk ({len(data)} bytes, the header alone is {layout.size})")
+    _, _, flags, dtype_code, down, n_chan, n_latent, t_rows, t_cols, rows, cols, mask_len, *place, crc = layout.unpack(
+        data[: layout.size]
     )
-    if magic != MAGIC:
-        raise TempocodecError(f"{where}: not a tempocodec chunk (magic {bytes(magic)!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise TempocodecError(f"{where}: tempocodec chunk format version {version} is not supported (this is {VERSION})")
     if flags & ~_MASK_KIND_BITS or (flags & _MASK_KIND_BITS) not in set(MaskKind):
         raise TempocodecError(f"{where}: unknown flags {flags:#04x} in the chunk header")
     if dtype_code not in LATENT_DTYPES:
         raise TempocodecError(f"{where}: unknown latent dtype code {dtype_code} in the chunk header")
-    if down < 1 or rows > t_rows or cols > t_cols or (rows == 0) != (cols == 0):
+    kind = MaskKind(flags & _MASK_KIND_BITS)
+    if down < 1 or rows > t_rows or cols > t_cols or (rows == 0) != (cols == 0) or (rows == 0 and kind != MaskKind.ALL_VALID):
         raise TempocodecError(
-            f"{where}: inconsistent chunk header (extent {rows}×{cols} of tile {t_rows}×{t_cols}, downsample {down})"
+            f"{where}: inconsistent chunk header (extent {rows}×{cols} of tile {t_rows}×{t_cols}, downsample {down}, "
+            f"mask kind {kind.name.lower()})"
         )
-    dtype = LATENT_DTYPES[dtype_code]
-    lat_rows, lat_cols = latent_extent((rows, cols), down)
-    latent_len = n_latent * lat_rows * lat_cols * dtype.itemsize
-    expected = HEADER_SIZE + latent_len + mask_len
+    position = None if not place or place == [NO_POSITION, NO_POSITION] else (place[0], place[1])
+    return _Header(layout.size, kind, LATENT_DTYPES[dtype_code], down, n_chan, n_latent, (t_rows, t_cols),
+                   (rows, cols), mask_len, position, crc)
+
+
+def unpack(data: bytes | bytearray | memoryview, where: str = "chunk",
+           chunk_shape: tuple[int, int, int] | None = None) -> Payload:
+    """Parse the bytes of one chunk; raise :class:`TempocodecError` naming ``where`` and the fault if they are bad.
+
+    ``chunk_shape``: the array's chunk ``(tile_rows, tile_cols, n_channels)``; when given, the header must state it
+    before anything is decompressed. Nothing decompresses beyond the size the header implies either way.
+    """
+    data = memoryview(data).cast("B")
+    head = _header(data, where)
+    if chunk_shape is not None and (*head.tile, head.n_channels) != tuple(chunk_shape):
+        raise TempocodecError(f"{where}: chunk header says tile {head.tile} of {head.n_channels} channels, the array's "
+                              f"chunks are {tuple(chunk_shape)}")
+    lat_rows, lat_cols = latent_extent(head.extent, head.downsample)
+    latent_len = head.n_latent * lat_rows * lat_cols * head.dtype.itemsize
+    expected = head.size + latent_len + head.mask_len
     if len(data) != expected:
         fault = "truncated" if len(data) < expected else "has trailing bytes"
         raise TempocodecError(f"{where}: tempocodec chunk {fault} ({len(data)} bytes, the header says {expected})")
-    body = data[HEADER_SIZE:]
-    if zlib.crc32(body, zlib.crc32(data[: HEADER_SIZE - 4])) != crc:
+    body = data[head.size :]
+    if zlib.crc32(body, zlib.crc32(data[: head.size - 4])) != head.crc:
         raise TempocodecError(f"{where}: tempocodec chunk is corrupt (CRC-32 mismatch)")
-    latent = np.frombuffer(body[:latent_len], dtype=dtype).reshape(n_latent, lat_rows, lat_cols)
-    kind = MaskKind(flags & _MASK_KIND_BITS)
-    mask_shape = {MaskKind.ALL_VALID: None, MaskKind.PIXEL: (rows, cols), MaskKind.ELEMENT: (n_chan, rows, cols)}[kind]
-    mask = None if mask_shape is None else _unpack_mask(body[latent_len:], mask_shape, where)
-    return Payload(latent, mask, (t_rows, t_cols), (rows, cols), n_chan, down)
+    latent = np.frombuffer(body[:latent_len], dtype=head.dtype).reshape(head.n_latent, lat_rows, lat_cols)
+    rows, cols = head.extent
+    mask_shape = {MaskKind.ALL_VALID: None, MaskKind.PIXEL: (rows, cols), MaskKind.ELEMENT: (head.n_channels, rows, cols)}
+    shape = mask_shape[head.kind]
+    mask = None if shape is None else _unpack_mask(body[latent_len:], shape, where)
+    return Payload(latent, mask, head.tile, head.extent, head.n_channels, head.downsample, head.position)
 
 
 def _unpack_mask(blob: memoryview, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """Bool mask of ``shape`` from its zstd-compressed packed bits."""
+    """Bool mask of ``shape`` from its zstd-compressed packed bits, decompressed into a buffer of exactly the
+    ``ceil(prod(shape) / 8)`` bytes it must take: a frame declaring any other size is refused unread."""
     count = math.prod(shape)
+    nbytes = (count + 7) // 8
+    declared = _zstd_content_size(blob)
+    if declared != nbytes:
+        said = "no size" if declared is None else f"{declared} bytes"
+        raise TempocodecError(f"{where}: validity mask does not decompress to {nbytes} bytes for {shape} (its zstd frame "
+                              f"declares {said})")
+    bits = np.empty(nbytes, dtype=np.uint8)
     try:
-        bits = np.frombuffer(_MASK_ZSTD.decode(blob), dtype=np.uint8)
-    except RuntimeError as err:
+        _MASK_ZSTD.decode(blob, out=bits)
+    except (RuntimeError, ValueError) as err:
         raise TempocodecError(f"{where}: validity mask does not decompress ({err})") from None
-    if bits.size != (count + 7) // 8:
-        raise TempocodecError(f"{where}: validity mask has {bits.size} bytes, expected {(count + 7) // 8} for {shape}")
     return np.unpackbits(bits, count=count).astype(bool).reshape(shape)
+
+
+def _zstd_content_size(blob: memoryview) -> int | None:
+    """The content size the header of the zstd frame ``blob`` declares (RFC 8878, 3.1.1.1); None when ``blob`` is
+    not a zstd frame or its header declares no size."""
+    if len(blob) < 5 or bytes(blob[:4]) != _ZSTD_MAGIC:
+        return None
+    descriptor = blob[4]
+    single_segment = (descriptor >> 5) & 1
+    size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
+    start = 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 0b11]
+    if size_bytes == 0 or len(blob) < start + size_bytes:
+        return None
+    value = int.from_bytes(blob[start : start + size_bytes], "little")
+    return value + 256 if size_bytes == 2 else value
 
 
 def _dtype_code(dtype: np.dtype) -> int:

@@ -25,7 +25,7 @@ from tempocodec.runtime.artifacts import ModelArtifacts, session
 from tempocodec.errors import TempocodecError
 from tempocodec.codec.latents import read_latents
 from tempocodec.granule.l2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
-from tempocodec.runtime.store import open_root
+from tempocodec.runtime.store import check_arrays, open_root
 from tempocodec.prepare.tiles import pool_to_latent
 
 PROBES_FORMAT = "tempocodec-probes/1"
@@ -172,12 +172,13 @@ def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGri
         raise TempocodecError(f"{path}: band {band} has no latents (radiance kept {bands[band].get('radiance')}: "
                               f"{bands[band].get('reason', 'no reason recorded')})")
     group = root[band]
+    names = ("solar_zenith_angle", "viewing_zenith_angle", "solar_azimuth_angle", "viewing_azimuth_angle",
+             "latitude", "longitude")
+    check_arrays(root, [f"{band}/{name}" for name in ("radiance", *names) if name in group], path)
     latent = read_latents(group["radiance"])
     d = int(latent.attrs["downsample"])
     where = f"{path}/{band}"
-    fields = {name: _pixel_field(group, name, where) for name in
-              ("solar_zenith_angle", "viewing_zenith_angle", "solar_azimuth_angle", "viewing_azimuth_angle",
-               "latitude", "longitude")}
+    fields = {name: _pixel_field(group, name, where) for name in names}
     per_pixel = {
         "cos_solar_zenith": np.cos(np.radians(fields["solar_zenith_angle"])),
         "cos_viewing_zenith": np.cos(np.radians(fields["viewing_zenith_angle"])),

@@ -7,9 +7,12 @@ Layout of a store written by :func:`compress_granule` (Zarr v3 by default, v2 on
 - one group per band (``band_290_490_nm``, ``band_540_740_nm``): ``radiance`` in its original dims
   ``(mirror_step, xtrack, spectral_channel)`` and attributes, chunked 64×64×1028 through the VAE codec
   (inside 64×512×1028 shards on v3); ``radiance_error`` bit-rounded to 7 mantissa bits (relative error
-  ≤ 2⁻⁸) then stored losslessly; every other variable lossless (Blosc-zstd with byte shuffle).
+  ≤ 2⁻⁸) then stored losslessly; every other variable lossless (Blosc-zstd with byte shuffle), each chunk with a
+  CRC-32C.
 
-A band without a model for it keeps its radiance losslessly and says so in ``tempocodec.bands``.
+A band without a model for it keeps its radiance losslessly and says so in ``tempocodec.bands``. Each radiance
+payload records its chunk grid position, and ``tempocodec.integrity`` lists every chunk object written with its
+CRC-32 (:mod:`tempocodec.runtime.integrity`): every reader here refuses a store that lacks one of them.
 """
 
 from __future__ import annotations
@@ -27,22 +30,26 @@ import numpy as np
 import xarray as xr
 import zarr
 from dask.array.core import getter
-from zarr.codecs import BloscCodec
+from numcodecs.checksum32 import CRC32C
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.codec import payload
 from tempocodec.codec.numcodec import make_numcodec
+from tempocodec.codec.stored import place_chunks, read_stored_chunks
 from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
+from tempocodec.runtime import integrity
 from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
-DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv"}
+DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
 SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
 STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
@@ -224,15 +231,19 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
 
 
 def _lossless_encoding(var: xr.DataArray, zarr_format: ZarrFormat) -> dict[str, Any]:
-    """Blosc-zstd with byte shuffle, the variable's fill value; 3-D arrays chunked like the radiance."""
+    """Blosc-zstd with byte shuffle, then a CRC-32C of the stored bytes (Blosc has no checksum of its own); the
+    variable's fill value; 3-D arrays chunked like the radiance. Zarr v2 has one compressor, so there Blosc runs as
+    the filter and the checksum as the compressor."""
     enc: dict[str, Any] = {}
     enc["_FillValue"] = var.encoding.get("_FillValue", var.attrs.get("_FillValue"))  # None: no fill value, as in the source
     if var.ndim == 3:
         enc["chunks"] = (TILE, TILE, var.shape[2])
     if zarr_format == 3:
-        enc["compressors"] = [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=var.dtype.itemsize)]
+        enc["compressors"] = [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=var.dtype.itemsize),
+                              Crc32cCodec()]
     else:
-        enc["compressors"] = [numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)]
+        enc["filters"] = [numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)]
+        enc["compressors"] = [CRC32C()]
     return enc
 
 
@@ -268,13 +279,18 @@ def _valid_range(radiance: xr.DataArray) -> tuple[float | None, float | None]:
 
 
 def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[str, str], zarr_format: ZarrFormat) -> None:
-    """Record the ``tempocodec`` root attribute and consolidate the metadata so ``xr.open_zarr`` opens it directly."""
+    """Record each radiance payload's position, then the ``tempocodec`` root attribute with the integrity record of
+    every object written, and consolidate the metadata so ``xr.open_zarr`` opens it directly."""
     root = zarr.open_group(tmp, mode="r+", zarr_format=zarr_format)
+    for band, entry in bands.items():
+        if entry["radiance"] == "vae":
+            place_chunks(root[band]["radiance"])
     root.attrs["tempocodec"] = {
         "format": STORE_FORMAT,
         "source": Path(granule.path).name,
         "bands": bands,
         "attribute_dtypes": dtypes,
+        "integrity": integrity.build_record(root).to_json(),
     }
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
@@ -315,8 +331,9 @@ def store_info(path: str | os.PathLike) -> StoreSummary:
     return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
 
 
-def open_root(path: Path) -> zarr.Group:
-    """The root group of a tempocodec store, or a one-line error naming what it is not."""
+def open_root(path: Path, *, check: bool = True) -> zarr.Group:
+    """The root group of a tempocodec store, or a one-line error naming what it is not; with ``check``, also when
+    it lacks an object, or holds one, that its integrity record does not say (keys compared only)."""
     if not path.exists():
         raise TempocodecError(f"{path}: no such store")
     try:
@@ -328,6 +345,9 @@ def open_root(path: Path) -> zarr.Group:
     meta = root.attrs.get("tempocodec")
     if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
         raise TempocodecError(f"{path}: not a tempocodec store (no '{STORE_FORMAT}' attribute)")
+    record = integrity.read_record(meta, path) if check else None
+    if record is not None:
+        integrity.check_listed(root, record, path)
     return root
 
 
@@ -398,12 +418,35 @@ def _metadata_bytes(arr: zarr.Array) -> int:
 
 
 def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
-    """One band of a store as a lazy xarray Dataset (radiance decoded chunk by chunk), values and fills raw."""
+    """One band of a store as a lazy xarray Dataset (radiance decoded chunk by chunk), values and fills raw.
+
+    The band's stored objects are checked first (:func:`check_arrays`): zarr reads a missing chunk as fill and the
+    codec decoding a chunk cannot tell where the chunk lies, so this is where lost, moved or swapped ones are caught.
+    """
     path = Path(path)
     root = open_root(path)
     if band not in root.attrs["tempocodec"]["bands"]:
         raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(root.attrs['tempocodec']['bands'])})")
+    with reading(path, band):
+        check_arrays(root, [f"{band}/{name}" for name in root[band].array_keys()], path)
     return _open_group(path, band)
+
+
+def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
+    """Raise unless each of the ``arrays`` (paths from the root) holds the very objects it was written with (the
+    integrity record's CRC-32, where the store has one; zarr would read a missing one as fill), and each payload of a
+    VAE-coded radiance is whole (:func:`tempocodec.codec.payload.unpack`) and lies at the chunk grid position it
+    records, before any model runs. Reads every object once (a store is small)."""
+    meta = root.attrs["tempocodec"]
+    record = integrity.read_record(meta, path)
+    if record is not None:
+        integrity.check_contents(root, arrays, record, path)
+    for name in arrays:
+        band, _, variable = name.rpartition("/")
+        if variable == "radiance" and meta["bands"].get(band, {}).get("radiance") == "vae":
+            config, chunks = read_stored_chunks(root[name])
+            for at, chunk in chunks.items():
+                payload.unpack(chunk, where=f"{path}: damaged store: {name} chunk {at}", chunk_shape=config.chunk_shape)
 
 
 def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
@@ -417,6 +460,8 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     root = open_root(src)
     meta = root.attrs["tempocodec"]
     dtypes = _attribute_dtypes(meta.get("attribute_dtypes", {}), src)
+    with reading(src, "the root group"):
+        check_arrays(root, list(root.array_keys()), src)
     root_ds = _open_group(src, None)
     attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
     root_ds = _typed_vars(root_ds, "/", dtypes)
