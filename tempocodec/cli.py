@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +13,11 @@ from tempocodec.bands import BAND_CHOICES, BANDS
 from tempocodec.errors import TempocodecError
 
 SINGLE_BANDS = [key for key, bands in BAND_CHOICES.items() if len(bands) == 1]
+MALLOC_ARENAS = 2
+"""glibc malloc arenas a command may use (``M_ARENA_MAX``; glibc's default is 8 per CPU): the worker threads of zarr,
+dask and ONNX Runtime each free tens of MB of chunk buffers into arenas of their own, which glibc does not give
+back, and that raised the peak memory of ``compress`` by 40% (1.4 GB against 1.0 GB on a 64×1024 granule)."""
+M_ARENA_MAX = -8
 
 
 class _Group(click.Group):
@@ -28,6 +35,17 @@ class _Group(click.Group):
 @click.version_option(package_name="tempocodec")
 def main() -> None:
     """Compress TEMPO Level-1B radiance with a variational autoencoder, and read Level-2 products from the latents."""
+    _limit_malloc_arenas()
+
+
+def _limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at :data:`MALLOC_ARENAS` for this process, before any worker thread starts; a no-op
+    where the C library has no ``mallopt`` (not glibc) or the environment sets ``MALLOC_ARENA_MAX`` itself."""
+    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 @main.command()

@@ -558,6 +558,16 @@ def _cast(path: Path, where: str, block: np.ndarray, dtype: np.dtype) -> np.ndar
     return block.astype(dtype)
 
 
+def materialise(data: Any) -> np.ndarray:
+    """``data`` as one numpy array; a dask array is computed chunk by chunk into a buffer of its size, so its chunks
+    and their concatenation are never all held at once."""
+    if not isinstance(data, da.Array):
+        return np.asarray(data)
+    out = np.empty(data.shape, data.dtype)
+    da.store(data, out, lock=False)
+    return out
+
+
 def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: np.dtype, where: str) -> None:
     """Write the values of ``var``, streaming along a leading ``mirror_step`` in blocks."""
     data = var.data
@@ -567,7 +577,7 @@ def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: 
     else:
         blocks = [slice(None)]
     for block in blocks:
-        values = _cast(path, where, np.asarray(data[block] if var.ndim else data), dtype)
+        values = _cast(path, where, materialise(data[block] if var.ndim else data), dtype)
         with HDF5_LOCK:
             try:
                 if var.ndim:

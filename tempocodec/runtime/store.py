@@ -47,6 +47,7 @@ from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
@@ -161,7 +162,7 @@ def _write_root(tmp: Path, root: xr.Dataset, attrs: dict[str, Any], zarr_format:
     """Root variables and global attributes, lossless."""
     ds, encoding = _lossless(root, "", zarr_format, dtypes)
     ds.attrs = _json_attrs(attrs, "/", dtypes)
-    _to_zarr(ds, tmp, None, encoding, zarr_format, mode="w")
+    to_zarr(ds, tmp, None, encoding, zarr_format, mode="w")
 
 
 def _lossless(ds: xr.Dataset, group: str, zarr_format: ZarrFormat, dtypes: dict[str, str]) -> tuple[xr.Dataset, dict]:
@@ -203,9 +204,8 @@ def _write_band(
         encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, valid, zarr_format)
         entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": latent_dtype}
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
-    ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
-    with dask_progress(f"{band}", enabled=progress):
-        _to_zarr(ds, tmp, band, encoding, zarr_format, mode="w")
+    with dask_progress(f"{band}", enabled=progress), bounded_workers():
+        write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK)
     return entry
 
 
@@ -281,14 +281,6 @@ def _valid_range(radiance: xr.DataArray) -> tuple[float | None, float | None]:
     except (TypeError, ValueError):
         raise TempocodecError(f"radiance: its valid range {bounds} is not two numbers") from None
     return lo, hi
-
-
-def _to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict, zarr_format: ZarrFormat,
-             mode: Literal["w", "a"]) -> None:
-    """``ds.to_zarr`` without consolidation (done once at the end), v3 warnings about it silenced."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        ds.to_zarr(path, group=group, mode=mode, encoding=encoding, zarr_format=zarr_format, consolidated=False)
 
 
 def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[str, str], zarr_format: ZarrFormat) -> None:
@@ -503,7 +495,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     root_ds = _typed_vars(root_ds, "/", dtypes)
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
-    with dask_progress("decompress", enabled=progress):
+    with dask_progress("decompress", enabled=progress), bounded_workers():
         write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands), replace=replace)
     return dst
 

@@ -1,0 +1,106 @@
+"""Writing a band group into a Zarr store in bounded memory.
+
+A band's spectral variables (``radiance``, ``radiance_error``, ``pixel_quality_flag``: dims ``(mirror_step, xtrack,
+spectral_channel)``) come from netCDF one mirror step per dask chunk. Rechunking them to the store's 64-row shards
+inside one dask graph kept many source rows of every variable alive at once, and xarray's encoding copied each
+135 MB shard several times over, so peak memory grew with the granule (2.2 GB for a two-band 64×1024 granule,
+2.6 GB for a real 131×2048 one on 2 CPUs, more with more threads). Here each spectral variable is written one stripe
+of :data:`~tempocodec.prepare.tiles.TILE` mirror steps at a time: the stripe is read chunk by chunk into one buffer
+(64 × xtrack × channels: 540 MB of float32 for a real band, the least that reads each netCDF chunk only once), then
+written into the zarr array one shard column at a time. Every other variable is small and is written in one xarray
+call, as before. The stored bytes are the same either way (``tests/test_streaming.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+
+from tempocodec.granule.l1b import RADIANCE_DIMS
+from tempocodec.granule.netcdf import materialise
+from tempocodec.prepare.tiles import TILE
+
+MAX_WORKERS = 2
+"""Most dask threads a store read or write uses. A thread decoding a shard (``decompress``) holds its 135 MB of
+float32 radiance and the decoder's buffers; more threads add memory, not speed: zarr already decodes a shard's
+chunks concurrently and ONNX Runtime runs each model call on every CPU."""
+
+
+def worker_count() -> int:
+    """Dask threads for store I/O: dask's configured ``num_workers`` (else one per CPU), at most :data:`MAX_WORKERS`."""
+    return max(1, min(MAX_WORKERS, dask.config.get("num_workers", None) or os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def bounded_workers() -> Iterator[None]:
+    """Run the dask computations of the block on at most :func:`worker_count` threads."""
+    with dask.config.set(num_workers=worker_count()):
+        yield
+
+
+def to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict | None, zarr_format: Literal[2, 3],
+            mode: Literal["w", "a"], **kwargs: Any) -> None:
+    """``ds.to_zarr`` without consolidation (done once at the end), v3 warnings about it silenced; ``kwargs`` go
+    to ``to_zarr`` (``compute``, ``region``, ...)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(path, group=group, mode=mode, encoding=encoding, zarr_format=zarr_format, consolidated=False,
+                   **kwargs)
+
+
+def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict], zarr_format: Literal[2, 3],
+                chunks: dict[str, int], column: int) -> None:
+    """Write ``ds`` as the new group ``group`` of the store at ``path`` with the per-variable ``encoding``.
+
+    Variables other than the spectral ones are chunked by ``chunks`` (dim -> size) and written in one call; the
+    spectral arrays are then created by xarray (metadata only) and filled stripe by stripe (:func:`write_stripes`),
+    ``column`` pixels across at a time (a multiple of their chunks across: a whole number of shards or chunks).
+    """
+    spectral = [str(name) for name, var in ds.data_vars.items() if var.dims == RADIANCE_DIMS]
+    rest = ds.drop_vars(spectral)
+    rest = rest.chunk({d: c for d, c in chunks.items() if d in rest.dims})
+    to_zarr(rest, path, group, {k: v for k, v in encoding.items() if k in rest.variables}, zarr_format, mode="w")
+    if not spectral:
+        return
+    arrays = xr.Dataset({name: ds[name].variable for name in spectral}, attrs=ds.attrs)
+    to_zarr(arrays, path, group, {k: v for k, v in encoding.items() if k in spectral}, zarr_format, mode="a",
+            compute=False, safe_chunks=False)  # creates the arrays; their data follows stripe by stripe
+    for name in spectral:
+        var = ds[name].variable
+        target = zarr.open_array(store=path, path=f"{group}/{name}", mode="r+", zarr_format=zarr_format)
+        write_stripes(var.data, target, encoding.get(name, {}).get("_FillValue", var.attrs.get("_FillValue")),
+                      column)
+
+
+def write_stripes(data: Any, target: zarr.Array, fill: Any, cols: int) -> None:
+    """Fill the zarr array ``target`` with ``data`` ``(mirror_step, xtrack, spectral_channel)`` (numpy or dask), one
+    stripe of :data:`TILE` mirror steps at a time, each stripe ``cols`` pixels (one shard) at a time.
+
+    NaN becomes ``fill`` (when not None) in float data (:func:`_nan_to_fill`): all that xarray's encoding would do
+    to these variables, whose encoding sets no dtype, scale or offset.
+    """
+    steps, width = data.shape[:2]
+    for start in range(0, steps, TILE):
+        rows = slice(start, min(start + TILE, steps))
+        stripe = materialise(data[rows])
+        for first in range(0, width, cols):
+            target[rows, first : first + cols] = _nan_to_fill(stripe[:, first : first + cols], fill)
+        del stripe  # freed before the next stripe is read
+
+
+def _nan_to_fill(values: np.ndarray, fill: Any) -> np.ndarray:
+    """``values`` with NaN replaced by ``fill`` cast to their dtype (a copy only where there is a NaN), as xarray's
+    ``_FillValue`` encoding does; integer values, and any values when ``fill`` is None, unchanged."""
+    if fill is None or values.dtype.kind != "f":
+        return values
+    nan = np.isnan(values)
+    return np.where(nan, values.dtype.type(fill), values) if nan.any() else values

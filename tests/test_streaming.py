@@ -1,0 +1,135 @@
+"""Tests for tempocodec.runtime.streaming: a band group written stripe by stripe is the store xarray writes in one
+go, byte for byte, in a fraction of the memory; and the memory settings of the store I/O and the CLI."""
+
+import tracemalloc
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numcodecs
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+from zarr.codecs import BloscCodec
+
+import tempocodec.cli as cli
+from tempocodec.granule.netcdf import materialise
+from tempocodec.runtime.streaming import MAX_WORKERS, bounded_workers, to_zarr, worker_count, write_group
+
+CHUNKS = {"mirror_step": 64, "xtrack": 64}
+"""The store's chunking of every variable but the spectral ones, v2 (and v3 without shards)."""
+FILL = np.float32(-9.96921e36)
+
+
+def band(rows: int, cols: int, channels: int, data=None) -> xr.Dataset:
+    """A band group like the reader's: spectral float32 and int16 variables (dask, one mirror step per chunk; float
+    ones with NaN and fill values), a 2-D variable, a per-channel one and the coordinates."""
+    shape = (rows, cols, channels)
+    if data is None:
+        values = np.random.default_rng(3).random(shape, dtype=np.float32)
+        values[5, 7, :3] = np.nan
+        values[70, :9, 4] = FILL
+        data = da.from_array(values, chunks=(1, cols, channels))
+    flags = da.from_array(np.arange(np.prod(shape), dtype=np.int16).reshape(shape) % 7, chunks=(1, cols, channels))
+    dims = ("mirror_step", "xtrack", "spectral_channel")
+    return xr.Dataset(
+        {"radiance": (dims, data, {"units": "photons/s/cm^2/nm/sr"}),
+         "radiance_error": (dims, data * np.float32(0.01)),
+         "pixel_quality_flag": (dims, flags),
+         "latitude": (dims[:2], da.from_array(np.linspace(20, 50, rows * cols, dtype=np.float32).reshape(rows, cols))),
+         "nominal_wavelength": (dims[1:], np.ones((cols, channels), np.float32))},
+        coords={"mirror_step": np.arange(rows, dtype=np.int32), "xtrack": np.arange(cols, dtype=np.int32)},
+        attrs={"title": "band"},
+    )
+
+
+def encoding(ds: xr.Dataset, zarr_format: int, shards: tuple[int, ...] | None = None) -> dict[str, dict]:
+    """Lossless encodings as the store gives them: Blosc-zstd, fill values, 3-D variables in 64×64 chunks (inside
+    ``shards`` for the radiance, when given)."""
+    out = {}
+    for name, var in ds.variables.items():
+        blosc = (BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=var.dtype.itemsize) if zarr_format == 3
+                 else numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE))
+        enc = {"compressors": [blosc], "_FillValue": FILL if var.dtype == np.float32 else None}
+        if var.ndim == 3:
+            enc["chunks"] = (64, 64, var.shape[2])
+        out[name] = enc
+    if shards is not None:
+        out["radiance"]["shards"] = shards
+    return out
+
+
+def files(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` by relative name."""
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("zarr_format, shards", [(3, None), (3, (64, 128, 16)), (2, None)])
+def test_a_group_written_stripe_by_stripe_is_the_group_xarray_writes(tmp_path, zarr_format, shards):
+    ds = band(131, 200, 16)
+    chunks = {"mirror_step": 64, "xtrack": 128 if shards else 64}  # the store's: one shard, or one chunk, across
+    to_zarr(ds.chunk(chunks), tmp_path / "plain.zarr", "band", encoding(ds, zarr_format, shards), zarr_format, mode="w")
+    write_group(ds, tmp_path / "streamed.zarr", "band", encoding(ds, zarr_format, shards), zarr_format, chunks,
+                column=chunks["xtrack"])
+    plain, streamed = files(tmp_path / "plain.zarr"), files(tmp_path / "streamed.zarr")
+    assert plain.keys() == streamed.keys()
+    assert [k for k in plain if plain[k] != streamed[k]] == []
+    back = xr.open_zarr(tmp_path / "streamed.zarr", group="band", mask_and_scale=False, consolidated=False)
+    assert np.isnan(ds["radiance"].values[5, 7, 0]) and back["radiance"].values[5, 7, 0] == FILL  # NaN stored as the fill
+    np.testing.assert_array_equal(back["pixel_quality_flag"].values, ds["pixel_quality_flag"].values)
+
+
+def test_writing_never_holds_more_than_a_stripe_and_its_copies(tmp_path):
+    rows, cols, channels = 256, 512, 64
+    stripe = 64 * cols * channels * 4  # 8.4 MB of float32
+    lazy = da.random.default_rng(0).random((rows, cols, channels), chunks=(1, cols, channels), dtype=np.float32)
+    ds = band(rows, cols, channels, data=lazy).drop_vars(["radiance_error", "pixel_quality_flag"])
+    tracemalloc.start()
+    try:
+        write_group(ds, tmp_path / "streamed.zarr", "band", encoding(ds, 3), 3, CHUNKS, column=64)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.75 * stripe, peak  # of 4 stripes in all; one to_zarr of everything rechunked peaks at 2.8 here
+
+
+def test_materialise_fills_one_buffer_chunk_by_chunk():
+    values = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    np.testing.assert_array_equal(materialise(da.from_array(values, chunks=(1, 5, 4))), values)
+    assert materialise(values) is values
+    lazy = da.ones((64, 256, 256), chunks=(1, 256, 256), dtype=np.float32)  # 16.8 MB
+    tracemalloc.start()
+    try:
+        out = materialise(lazy)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.all() and peak < 1.25 * out.nbytes, peak
+
+
+def test_store_io_threads_follow_dask_up_to_a_cap():
+    with dask.config.set(num_workers=1):
+        assert worker_count() == 1
+    with dask.config.set(num_workers=64):
+        assert worker_count() == MAX_WORKERS
+        with bounded_workers():
+            assert dask.config.get("num_workers") == MAX_WORKERS
+
+
+def test_the_cli_caps_malloc_arenas_unless_the_environment_does(monkeypatch):
+    calls = []
+
+    class Libc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    monkeypatch.setattr(cli.ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    CliRunner().invoke(cli.main, ["info", "/nonexistent/store.zarr"])
+    assert calls == [(cli.M_ARENA_MAX, cli.MALLOC_ARENAS)]
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    CliRunner().invoke(cli.main, ["info", "/nonexistent/store.zarr"])
+    assert len(calls) == 1
