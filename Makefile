@@ -1,10 +1,10 @@
-# Set-up and the two jobs of the README. Each target creates .venv itself on a machine with only Python >= 3.11.
+# Set-up, the README's two jobs and the lint check. Each target creates .venv itself on a machine with only Python >= 3.11.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo-output
 
-.PHONY: demo test clean
+.PHONY: demo test lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/activate
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 demo: $(VENV)/.installed-run
 	bash scripts/demo.sh $(DEMO)

@@ -45,17 +45,17 @@ import pysz
 import zfpy
 
 from tempocodec.atomic import ANY_FILE, atomic_file
-from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.codec.config import RADIANCE_FILL
 from tempocodec.codec.kernel import MAX_BATCH, decode_tiles, encode_tiles
 from tempocodec.codec.zarr3 import make_codec
-from tempocodec.science.doas import DoasResult, doas_setup, fit_doas
 from tempocodec.evaluation.doas_check import doas_truth
 from tempocodec.evaluation.metrics import compare_arrays
 from tempocodec.granule.l1b import open_l1b
 from tempocodec.prepare.normalize import denormalize, normalize
-from tempocodec.progress import progress_bar
 from tempocodec.prepare.tiles import cut_tiles, pixel_mask
+from tempocodec.progress import progress_bar
+from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.science.doas import DoasResult, doas_setup, fit_doas
 
 BAND = "band_290_490_nm"
 TARGETS = (1028.0, 514.0, 128.0, 32.0)
@@ -92,8 +92,8 @@ def vae_method(art: ModelArtifacts, latent_dtype: str, target: float) -> Method:
 
     def encode(radiance: np.ndarray) -> Blobs:
         tiles = cut_tiles(radiance, tile=art.tile, min_valid=0.0).radiance
-        return [blob for start in range(0, len(tiles), MAX_BATCH)
-                for blob in encode_tiles(tiles[start:start + MAX_BATCH], [RADIANCE_FILL] * len(tiles[start:start + MAX_BATCH]), config)]
+        batches = (tiles[start:start + MAX_BATCH] for start in range(0, len(tiles), MAX_BATCH))
+        return [blob for batch in batches for blob in encode_tiles(batch, [RADIANCE_FILL] * len(batch), config)]
 
     def decode(blobs: Blobs, shape: tuple[int, int, int]) -> np.ndarray:
         out = np.empty(shape, np.float32)

@@ -27,6 +27,10 @@ import zarr
 from rich.console import Console
 from rich.table import Table
 
+from tempocodec.codec.config import RADIANCE_FILL
+from tempocodec.codec.kernel import decode_tiles, encode_tiles
+from tempocodec.codec.zarr3 import make_codec
+from tempocodec.prepare.normalize import normalize
 from tempocodec.runtime.artifacts import (
     ModelArtifacts,
     known_models,
@@ -34,10 +38,6 @@ from tempocodec.runtime.artifacts import (
     resolve_model,
     session,
 )
-from tempocodec.codec.config import RADIANCE_FILL
-from tempocodec.codec.kernel import decode_tiles, encode_tiles
-from tempocodec.codec.zarr3 import make_codec
-from tempocodec.prepare.normalize import normalize
 
 ZARR_CHUNKS_PER_SHARD = 8
 

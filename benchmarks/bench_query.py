@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tempocodec.runtime.query import query_store, write_products
-from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule, decompress_store, open_store
+from tempocodec.simulator import write_simulated
 
 
 def timings(work: Callable[[], object], repeats: int) -> tuple[float, float]:

@@ -18,13 +18,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tempocodec.runtime.artifacts import load_model, resolve_model
 from tempocodec.codec.kernel import encode_tiles
 from tempocodec.codec.zarr3 import make_codec
 from tempocodec.granule.l1b import RADIANCE_FILL
-from tempocodec.simulator import write_simulated
-from tempocodec.runtime.store import compress_granule, decompress_store
 from tempocodec.prepare.tiles import cut_tiles
+from tempocodec.runtime.artifacts import load_model, resolve_model
+from tempocodec.runtime.store import compress_granule, decompress_store
+from tempocodec.simulator import write_simulated
 
 BAND = "band_290_490_nm"
 

@@ -69,7 +69,15 @@ import numcodecs
 import numpy as np
 import pysz
 import scipy.linalg
-from bench_transform_report import Point, averaged, generated_block, plot_rate_distortion, print_points, summary_table, write_markdown
+from bench_transform_report import (
+    Point,
+    averaged,
+    generated_block,
+    plot_rate_distortion,
+    print_points,
+    summary_table,
+    write_markdown,
+)
 
 from tempocodec.codec.config import RADIANCE_FILL, CodecConfig, model_config
 from tempocodec.codec.kernel import MAX_BATCH, decode_tiles, encode_tiles

@@ -130,7 +130,8 @@ def _over_granules(estimates: list[Estimate], measure: str) -> str:
     if not estimates:
         return "–"
     worst = max(estimates, key=lambda e: e.value)
-    return f"{fmt(float(np.mean([e.value for e in estimates])), measure)} / {fmt(worst.value, measure)} ({short(worst.nearest.granule)})"
+    mean = float(np.mean([e.value for e in estimates]))
+    return f"{fmt(mean, measure)} / {fmt(worst.value, measure)} ({short(worst.nearest.granule)})"
 
 
 def summary_table(points: list[Point], n_granules: int) -> list[str]:
@@ -148,7 +149,8 @@ def summary_table(points: list[Point], n_granules: int) -> list[str]:
             if not used:
                 continue
             interpolated = sum(e.interpolated for e in used)
-            encode, decode = (np.mean([e.nearest.raw / 1e6 / getattr(e.nearest, t) for e in used]) for t in ("encode_s", "decode_s"))
+            encode, decode = (np.mean([e.nearest.raw / 1e6 / getattr(e.nearest, t) for e in used])
+                              for t in ("encode_s", "decode_s"))
             lines.append(f"| {family} | {target:g}× | " + " | ".join(_over_granules(found[m], m) for m in MEASURES)
                          + f" | {interpolated} + {len(used) - interpolated} of {n_granules} | {encode:,.0f} / {decode:,.0f} |")
     return lines

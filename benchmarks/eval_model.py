@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tempocodec.runtime.artifacts import load_model, record_files, write_card_section
 from tempocodec.evaluation.run import Evaluation, evaluate_store
 from tempocodec.granule.l1b import open_l1b
+from tempocodec.runtime.artifacts import load_model, record_files, write_card_section
 from tempocodec.runtime.store import compress_granule
 
 CARD_SECTION = "Held-out evaluation"
@@ -40,12 +40,18 @@ def centre_sza(granule: Path, band: str) -> float:
 
 def per_granule_table(evaluations: list[Evaluation], band: str) -> list[str]:
     """Markdown rows, one per granule, then the worst granule and the verdict on the project's targets."""
-    lines = ["| granule | centre SZA (°) | ratio | mean relative RMSE | RMSE / noise (median over channels) |",
-             "|---|---|---|---|---|"]
+    lines = ["| granule | centre SZA (°) | ratio | mean relative RMSE | RMSE / noise (median over channels) | "
+             "probe R² cloud fraction / ozone | ozone bias (DU) |",
+             "|---|---|---|---|---|---|---|"]
     for e in evaluations:
         noise = e.metrics.noise_ratio
+        scores = {s.product: s for s in e.probes}
+        cloud, ozone = scores.get("CLDO4"), scores.get("O3TOT")  # keyed by L2 product
+        probes = f"{cloud.r2:.3f} / {ozone.r2:.3f}" if cloud and ozone else "no probes"
+        bias = f"{float(np.mean(ozone.predicted - ozone.truth)):+.1f}" if ozone else "—"
         lines.append(f"| {e.original.name} | {centre_sza(e.original, band):.1f} | {e.ratio_radiance:,.0f}× | "
-                     f"{e.metrics.mean_relative_rmse:.2%} | {np.nanmedian(noise) if noise is not None else float('nan'):.1f} |")
+                     f"{e.metrics.mean_relative_rmse:.2%} | {np.nanmedian(noise) if noise is not None else float('nan'):.1f} | "
+                     f"{probes} | {bias} |")
     worst = max(evaluations, key=lambda e: e.metrics.mean_relative_rmse)
     mean = float(np.mean([e.metrics.mean_relative_rmse for e in evaluations]))
     met = mean <= TARGET_MEAN and worst.metrics.mean_relative_rmse <= TARGET_WORST

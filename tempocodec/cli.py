@@ -65,7 +65,7 @@ def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtyp
     from tempocodec.runtime.store import compress_granule
 
     summary = compress_granule(granule, out, bands=band, model=model, latent_dtype=latent_dtype,
-                               zarr_format=int(zarr_format), drop_radiance_error=drop_radiance_error,
+                               zarr_format=3 if zarr_format == "3" else 2, drop_radiance_error=drop_radiance_error,
                                overwrite=overwrite, progress=not quiet)
     if not quiet:
         _print_summary(summary)
@@ -146,8 +146,8 @@ def _print_summary(summary) -> None:
 
 def _card_headline(name: str, sha256: str) -> str:
     """The ``Headline:`` line of a model's card, or why there is none (the model is not installed here, ...)."""
-    from tempocodec.runtime.artifacts import find_model
     from tempocodec.errors import TempocodecError
+    from tempocodec.runtime.artifacts import find_model
 
     try:
         art = find_model(name, sha256)
@@ -325,8 +325,8 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
     """Train linear and MLP probes (cloud fraction, ozone, NO2, HCHO) on a model's latents; print the held-out table."""
     from rich.console import Console
 
-    from tempocodec.training.probe_training import ProbeConfig, train_probes
     from tempocodec.runtime.query import metrics_table
+    from tempocodec.training.probe_training import ProbeConfig, train_probes
 
     config = ProbeConfig(geometry=not no_geometry, epochs=epochs, hidden=hidden, seed=seed, device=device)
     Console().print(metrics_table(train_probes(data_dir, model, heldout=heldout_dir, config=config,
@@ -356,7 +356,7 @@ def query_command(store: Path, products: str, output: Path | None, kind: str, ba
         Console().print(summary_table(ds))
     else:
         write_products(ds, output, overwrite=overwrite)
-        click.echo(f"wrote {', '.join(ds.data_vars)} on the {ds.sizes['latent_row']}×{ds.sizes['latent_col']} "
+        click.echo(f"wrote {', '.join(map(str, ds.data_vars))} on the {ds.sizes['latent_row']}×{ds.sizes['latent_col']} "
                    f"latent grid to {output}")
 
 

@@ -12,6 +12,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -41,7 +42,7 @@ class _DaskBar(Callback):
         super().__init__()
         self._progress = progress
         self._description = description
-        self._task = None
+        self._task: TaskID | None = None  # added by the first computation
         self._total = 0
 
     def _start_state(self, dsk, state) -> None:
@@ -52,7 +53,8 @@ class _DaskBar(Callback):
             self._progress.update(self._task, total=self._total)
 
     def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        self._progress.advance(self._task)
+        if self._task is not None:
+            self._progress.advance(self._task)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import pytest
 from tiny_model import SMALL_CHANNELS, model_variant
 
 import tempocodec
+from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import (
     load_model,
     models_dir,
@@ -17,7 +18,6 @@ from tempocodec.runtime.artifacts import (
     resolve_model,
     session,
 )
-from tempocodec.errors import TempocodecError
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 

@@ -63,8 +63,8 @@ def test_the_model_starts_as_the_linear_block_transform(data_dir):
                                    torch.nn.functional.pixel_shuffle(linear, 4).numpy(), atol=1e-5)
         # radiance space is the coefficient space through the frozen basis maps
         x = torch.randn(1, C, 16, 16)
-        np.testing.assert_allclose(model.encode(x)[0].numpy(),
-                                   model.encode_coefficients(torch.nn.functional.conv2d(x, model.project[:, :, None, None]))[0].numpy(),
+        projected = torch.nn.functional.conv2d(x, model.project[:, :, None, None])
+        np.testing.assert_allclose(model.encode(x)[0].numpy(), model.encode_coefficients(projected)[0].numpy(),
                                    atol=1e-5)
 
 

@@ -1,4 +1,5 @@
-"""Tests for tempocodec.codec (config, kernel, zarr3, numcodec): both codec faces, Zarr v3 (plain, sharded) and v2 stores, xarray, dask, failures."""
+"""Tests for tempocodec.codec (config, kernel, zarr3, numcodec): both codec faces, Zarr v3 (plain, sharded) and v2
+stores, xarray, dask, failures."""
 
 import array
 import json
@@ -127,6 +128,12 @@ def test_numcodec_refuses_wrong_dtype_and_size(tiny_models):
         codec.encode(x.astype(np.float64))
     with pytest.raises(TempocodecError, match="chunk must be float32"):
         codec.encode(x[:, :, :15].copy())
+
+
+def test_numcodec_needs_a_fill_value(tiny_models):
+    config = {k: v for k, v in make_numcodec("tiny").get_config().items() if k != "id"}
+    with pytest.raises(TempocodecError, match=r"^tempocodec_vae: 'fill_value' must be a number, got None$"):
+        VAENumcodec(**{**config, "fill_value": None})
 
 
 # --------------------------------------------------------------------------------------------------- v3 face
@@ -323,7 +330,8 @@ def test_store_naming_another_model_version_is_a_clear_error(tiny_models, tmp_pa
     wanted = "ab" * 32
     _edit_codec_config(tmp_path / "a.zarr", model_sha256=wanted)
     arr = zarr.open_array(tmp_path / "a.zarr")
-    with pytest.raises(TempocodecError, match=rf"model 'tiny' has sha256 \w+, but this array needs model 'tiny' \(sha256 {wanted}\)"):
+    wrong_model = rf"model 'tiny' has sha256 \w+, but this array needs model 'tiny' \(sha256 {wanted}\)"
+    with pytest.raises(TempocodecError, match=wrong_model):
         arr[:64, :64]
 
 

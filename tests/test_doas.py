@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tempocodec.science.doas import MIN_VALID_FRACTION, doas_setup, fit_doas
 from tempocodec.errors import TempocodecError
+from tempocodec.science.doas import MIN_VALID_FRACTION, doas_setup, fit_doas
 from tempocodec.science.spectroscopy import fine_wavelength, instrument_wavelength, load_table
 
 BAND = "band_290_490_nm"

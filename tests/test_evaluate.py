@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 import tempocodec.evaluation.run as run_module
 from tempocodec.cli import main
-from tempocodec.science.doas import doas_setup, fit_doas
 from tempocodec.errors import TempocodecError
 from tempocodec.evaluation.metrics import compare_arrays
 from tempocodec.evaluation.probe_scores import probe_scores
@@ -20,8 +19,9 @@ from tempocodec.evaluation.run import Evaluation, evaluate_store
 from tempocodec.evaluation.summary import headline
 from tempocodec.granule.l1b import read_l1b
 from tempocodec.prepare.normalize import is_valid
-from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule, open_store, store_info
+from tempocodec.science.doas import doas_setup, fit_doas
+from tempocodec.simulator import write_simulated
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
@@ -201,9 +201,9 @@ def test_different_granule_or_shape_is_a_one_line_error(granules, store, tmp_pat
 
 
 def test_probe_scores_pool_the_truth_onto_the_query_grid(granules, store, monkeypatch, tmp_path):
-    from tempocodec.runtime import query
     from tempocodec.granule.l2 import l2_files_beside, l2_truth, read_l2
     from tempocodec.prepare.tiles import pool_to_latent
+    from tempocodec.runtime import query
 
     truths = l2_files_beside(granules[0])
     assert sorted(truths) == ["CLDO4", "HCHO", "NO2", "O3TOT"]

@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from tempocodec.runtime.artifacts import combined_sha256, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime.artifacts import combined_sha256, identity_sha256, sha256_bytes
 from tempocodec.training.export import export_model
 from tempocodec.training.vae import VAE, VAEConfig
 

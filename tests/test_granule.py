@@ -12,8 +12,8 @@ import pytest
 import xarray as xr
 from helpers_netcdf import assert_one_line_error, assert_same_attrs, assert_same_dataset
 
-from tempocodec.granule import netcdf
 from tempocodec.errors import TempocodecError
+from tempocodec.granule import netcdf
 from tempocodec.granule.l1b import (
     BANDS,
     GEO_FILL,

@@ -2,13 +2,14 @@
 
 import ast
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from tiny_model import SMALL_CHANNELS, radiance, reference_latent
 from numcodecs.checksum32 import CRC32C
+from tiny_model import SMALL_CHANNELS, radiance, reference_latent
 from zarr.codecs import BytesCodec, ShardingCodec
 
 from tempocodec.codec import payload
@@ -109,6 +110,16 @@ def test_chunks_never_stored_give_nan_and_zero_fraction(tiny_models, tmp_path):
 def test_an_array_without_the_vae_codec_is_refused(tmp_path):
     arr = zarr.create_array(store=tmp_path / "plain.zarr", shape=(64, 64, 4), dtype="float32", chunks=(64, 64, 4))
     with pytest.raises(TempocodecError, match="not coded by the tempocodec VAE codec"):
+        read_latents(arr)
+
+
+def test_a_vae_codec_entry_without_a_configuration_is_refused(tiny_models, tmp_path):
+    arr = write(tmp_path / "a.zarr", radiance((64, 64, SMALL_CHANNELS)))
+    document = tmp_path / "a.zarr" / "zarr.json"
+    meta = json.loads(document.read_text())
+    meta["codecs"][0]["configuration"] = None
+    document.write_text(json.dumps(meta))
+    with pytest.raises(TempocodecError, match=r"bad tempocodec\.vae codec configuration \(None\)$"):
         read_latents(arr)
 
 

@@ -12,7 +12,6 @@ import xarray as xr
 from helpers_netcdf import assert_one_line_error, assert_same_attrs, assert_same_dataset
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.netcdf import INT16_FILL
 from tempocodec.granule.l2 import (
     FLOAT_FILL,
     HEADLINE,
@@ -24,6 +23,7 @@ from tempocodec.granule.l2 import (
     read_l2,
     write_l2,
 )
+from tempocodec.granule.netcdf import INT16_FILL
 
 NS, NX, NLEV = 6, 9, 72
 FIRST_STEP = 788

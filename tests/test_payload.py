@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tempocodec.codec import payload
-from tempocodec.errors import TempocodecError
 from tempocodec.codec.payload import (
     HEADER_SIZE,
     MaskKind,
@@ -22,6 +21,7 @@ from tempocodec.codec.payload import (
     unpack,
     valid_extent,
 )
+from tempocodec.errors import TempocodecError
 
 
 def make(extent=(64, 64), mask=None, dtype="<f2", n_latent=32, channels=1028, seed=0):

@@ -17,7 +17,7 @@ from torch_models import SPECTRAL_NAME, train_spectral
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import load_model, sha256_bytes, write_card_section
 from tempocodec.runtime.probes import GEOMETRY_INPUTS, PRODUCTS, load_probes
-from tempocodec.training.probe_training import truth_paths
+from tempocodec.training.probe_training import ProbeConfig, fit_mlp, truth_paths
 
 pytestmark = pytest.mark.torch
 pytest_plugins = ["probe_fixture"]  # the session fixture probe_granules
@@ -107,3 +107,10 @@ def test_truth_files_are_found_by_time_scan_and_granule(tmp_path):
     next(tmp_path.glob("TEMPO_HCHO_L2_*.nc")).unlink()
     with pytest.raises(TempocodecError, match=r"no L2 truth file TEMPO_HCHO_L2_V\*_.*beside it"):
         truth_paths(l1b)
+
+
+def test_mlp_probe_whose_validation_loss_is_never_finite_is_a_one_line_error():
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    y = np.full(32, np.nan, np.float32)
+    with pytest.raises(TempocodecError, match=r"^MLP probe NO2: the validation loss never became finite$"):
+        fit_mlp(x, y, x, y, ProbeConfig(hidden=4, epochs=2), "MLP probe NO2", progress=False)

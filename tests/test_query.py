@@ -10,14 +10,14 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from tempocodec.codec import kernel
-from tempocodec.runtime.artifacts import load_model
 from tempocodec.cli import main
+from tempocodec.codec import kernel
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime.artifacts import load_model
 from tempocodec.runtime.probes import PRODUCTS, latent_grid, load_probes
 from tempocodec.runtime.query import query_store, write_products
-from tempocodec.simulator import write_simulated
 from tempocodec.runtime.store import compress_granule
+from tempocodec.simulator import write_simulated
 
 pytest_plugins = ["tiny_model_fixture", "probe_fixture"]
 
@@ -119,9 +119,10 @@ def test_one_line_errors(probed_model, probe_store, tiny_models, tmp_path):
         query_store(probe_store, band="band_540_740_nm", model=probed_model.path)
 
 
-def test_a_band_without_latents_is_refused(tmp_path):
-    granule = write_simulated(tmp_path, 8, 8, seed=5, bands="vis")[0]
-    compress_granule(granule, tmp_path / "vis.zarr", bands="vis", progress=False)
+def test_a_band_without_latents_is_refused(probed_model, tmp_path):
+    granule = write_simulated(tmp_path, 8, 8, seed=5, bands="all")[0]
+    # a model given for UV only: the VIS band is kept lossless, so it has no latents
+    compress_granule(granule, tmp_path / "vis.zarr", bands="all", model=probed_model.path, progress=False)
     with pytest.raises(TempocodecError, match=r"band band_540_740_nm has no latents \(radiance kept lossless"):
         query_store(tmp_path / "vis.zarr", band="band_540_740_nm")
     result = CliRunner().invoke(main, ["query", str(tmp_path / "vis.zarr"), "--band", "band_540_740_nm"])

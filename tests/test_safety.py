@@ -107,7 +107,8 @@ def test_replace_only_what_the_writer_recognises(tmp_path):
     (out / "keep").write_text("user data")
     with pytest.raises(TempocodecError, match="exists: pass --overwrite"), atomic_dir(out):
         pass
-    with pytest.raises(TempocodecError, match="is not ours: refusing"), atomic_dir(out, replace=Replaceable(lambda p: False, "ours")):
+    never_ours = Replaceable(lambda p: False, "ours")
+    with pytest.raises(TempocodecError, match="is not ours: refusing"), atomic_dir(out, replace=never_ours):
         pass
     assert (out / "keep").read_text() == "user data"
     with atomic_dir(out, replace=Replaceable(lambda p: (p / "keep").exists(), "ours")) as tmp:

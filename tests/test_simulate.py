@@ -12,12 +12,12 @@ from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import BANDS, RADIANCE_FILL, open_l1b
 from tempocodec.granule.l2 import FLOAT_FILL, l2_truth, read_l2
+from tempocodec.science.spectroscopy import band_spectra, nominal_wavelength
 from tempocodec.simulator import SceneConfig, simulate_granule, write_simulated
 from tempocodec.simulator.atmosphere import reference_reflectance, slant_columns
 from tempocodec.simulator.physics import SURFACES
 from tempocodec.simulator.radiance import FLAG_BAD, FLAG_MISSING, FLAG_TRANSIENT, band_radiance
 from tempocodec.simulator.scene import correlated_field, make_scene
-from tempocodec.science.spectroscopy import band_spectra, nominal_wavelength
 
 UV, VIS = BANDS
 ROWS, COLS, SEED = 16, 24, 9  # partly cloudy, NO2 plumes, one missing mirror step
@@ -117,7 +117,10 @@ def test_ozone_absorption_deepens_with_ozone(scene):
     base = band_radiance(scene, UV, columns).radiance
     more = band_radiance(dataclasses.replace(scene, o3=scene.o3 + 100.0), UV, columns).radiance
     ok = valid(base[..., 0])
-    ratio = lambda rad: rad[..., channel(UV, 311.0)] / rad[..., channel(UV, 319.0)]
+
+    def ratio(rad: np.ndarray) -> np.ndarray:
+        return rad[..., channel(UV, 311.0)] / rad[..., channel(UV, 319.0)]
+
     assert np.all(ratio(more)[ok] < 0.9 * ratio(base)[ok])
     assert np.all(more[..., channel(UV, 440.0)][ok] > 0.9 * base[..., channel(UV, 440.0)][ok])
 
@@ -153,7 +156,10 @@ def test_no2_differential_structure_scales_with_the_column(scene):
     spectra = band_spectra(UV, COLS)
     added = (np.log(band_radiance(boosted_scene, UV, boosted_columns).radiance[i, j, window])
              - np.log(band_radiance(scene, UV, columns).radiance[i, j, window]))
-    highpass = lambda y: y - np.polyval(np.polyfit(x, y, 3), x)
+
+    def highpass(y: np.ndarray) -> np.ndarray:
+        return y - np.polyval(np.polyfit(x, y, 3), x)
+
     sigma = highpass(spectra.cross_section("no2")[j][window])
     assert np.corrcoef(highpass(added), sigma)[0, 1] < -0.99
     assert -np.polyfit(sigma, highpass(added), 1)[0] == pytest.approx(expected[i, j], rel=0.05)
@@ -257,7 +263,10 @@ def test_correlated_field_statistics():
     rng = np.random.default_rng(0)
     field = correlated_field(rng, (256, 256), (2.0, 2.0), 10.0)
     assert abs(field.mean()) < 0.3 and field.std() == pytest.approx(1.0, abs=0.2)
-    lag = lambda k: np.corrcoef(field[:, :-k].ravel(), field[:, k:].ravel())[0, 1]
+
+    def lag(k: int) -> float:
+        return float(np.corrcoef(field[:, :-k].ravel(), field[:, k:].ravel())[0, 1])
+
     assert lag(1) > 0.95 and lag(25) < 0.3  # correlated over ~10 km, not over 50 km
 
 

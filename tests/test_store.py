@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from tiny_model import model_variant
 
 import tempocodec.runtime.store as store_module
-from tempocodec.runtime.artifacts import MODELS_ENV
 from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import read_l1b, write_l1b
-from tempocodec.simulator import write_simulated
+from tempocodec.runtime.artifacts import MODELS_ENV
 from tempocodec.runtime.store import compress_granule, decompress_store, open_store, store_info
+from tempocodec.simulator import write_simulated
 
 pytest_plugins = ["tiny_model_fixture"]  # the session fixture tiny_models
 
@@ -359,3 +359,12 @@ def test_unknown_band_selection_is_refused(both_bands, tmp_path):
     with pytest.raises(TempocodecError, match="unknown band selection 'xx'"):
         compress_granule(both_bands, tmp_path / "never.zarr", bands="xx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_band_that_is_not_a_group_is_a_damaged_store(tmp_path):
+    path = tmp_path / "odd.zarr"
+    root = zarr.open_group(path, mode="w")
+    root.attrs["tempocodec"] = {"format": store_module.STORE_FORMAT, "bands": {UV: {"radiance": "lossless"}}}
+    root.create_array(UV, shape=(2,), dtype="f4")
+    with pytest.raises(TempocodecError, match=rf"^{path}: damaged store: {UV} is not a zarr group$"):
+        store_info(path)

@@ -90,8 +90,8 @@ def test_resume_repeats_an_uninterrupted_run(tmp_path):
 def test_batches_depend_on_seed_and_epoch_only():
     first = batch_indices(10, 4, seed=3, epoch=1)
     assert [len(b) for b in first] == [4, 4]
-    assert all(np.array_equal(a, b) for a, b in zip(first, batch_indices(10, 4, seed=3, epoch=1)))
-    assert not all(np.array_equal(a, b) for a, b in zip(first, batch_indices(10, 4, seed=3, epoch=2)))
+    assert all(np.array_equal(a, b) for a, b in zip(first, batch_indices(10, 4, seed=3, epoch=1), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, batch_indices(10, 4, seed=3, epoch=2), strict=True))
     assert [len(b) for b in batch_indices(3, 8, seed=0, epoch=0)] == [3]
 
 
@@ -120,7 +120,7 @@ def test_validation_metrics_are_the_evaluation_engine_s():
     masks = np.ones((2, 16, 16), bool)
     masks[1, 15] = False
     metrics = ValidationMetrics(mu, None, latent_channels=3, latent_cells=4)
-    for t, r, m in zip(truth, recon, masks):
+    for t, r, m in zip(truth, recon, masks, strict=True):
         metrics.add(t, r, m, np.array([0.0, 0.1, 1.0]))
     result = metrics.result()
 

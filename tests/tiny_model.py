@@ -83,8 +83,9 @@ def _edge_pad(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
 def reference_latent(model_dir: Path, tile: np.ndarray, extent: tuple[int, int], dtype: str = "float16") -> np.ndarray:
     """What the codec should store for a chunk ``(rows, cols, C)`` whose valid pixels lie inside ``extent``.
 
-    Invalid elements must be non-finite or ``|L| > 1e30``. The normalized valid region is edge-padded to the tile, run through ``encoder.onnx`` directly, and the latent mean
-    cropped to ``ceil(extent / 4)`` and cast to ``dtype``: float ``(Z, ceil(h/4), ceil(w/4))``.
+    Invalid elements must be non-finite or ``|L| > 1e30``. The normalized valid region is edge-padded to the tile,
+    run through ``encoder.onnx`` directly, and the latent mean cropped to ``ceil(extent / 4)`` and cast to ``dtype``:
+    float ``(Z, ceil(h/4), ceil(w/4))``.
     """
     stats = np.load(model_dir / "normalization.npz")
     h, w = extent
@@ -96,7 +97,8 @@ def reference_latent(model_dir: Path, tile: np.ndarray, extent: tuple[int, int],
 
 
 def reference_roundtrip(model_dir: Path, tile: np.ndarray, extent: tuple[int, int]) -> np.ndarray:
-    """The codec's expected reconstruction of the valid region ``extent`` of a chunk, by direct ONNX calls: float32 ``(h, w, C)``."""
+    """The codec's expected reconstruction of the valid region ``extent`` of a chunk, by direct ONNX calls:
+    float32 ``(h, w, C)``."""
     stats = np.load(model_dir / "normalization.npz")
     rows, cols, _ = tile.shape
     latent = reference_latent(model_dir, tile, extent).astype(np.float32)

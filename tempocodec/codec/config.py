@@ -29,7 +29,7 @@ from tempocodec.runtime.artifacts import (
 
 CODEC_NAME = "tempocodec.vae"
 CODEC_ID = "tempocodec_vae"
-LATENT_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+LATENT_DTYPES: dict[str, np.dtype[np.floating]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 RADIANCE_FILL = float(L1B_RADIANCE_FILL)
 _WHERE = f"{CODEC_NAME} codec configuration"
 _HEX = frozenset("0123456789abcdef")
@@ -94,7 +94,7 @@ def parse_optional_float(data: object, key: str) -> float | None:
     if data is None:
         return None
     try:
-        value = float(data)  # type: ignore[arg-type]
+        value = float(data)  # type: ignore[arg-type]  # any JSON value: what float() refuses is caught below
     except (TypeError, ValueError):
         value = math.nan
     if not abs(value) <= _F32_MAX:  # NaN, infinities and what float32 would make infinite

@@ -3,9 +3,10 @@
 A chunk is float32 radiance ``(tile_rows, tile_cols, n_channels)`` in TEMPO order ``(mirror_step, xtrack,
 spectral_channel)``. Encoding marks invalid elements (:func:`valid_radiance`: not finite, not positive, ``>= 1e30``,
 outside the configuration's ``[valid_min, valid_max]``, or equal to a fill value), normalizes
-(``tempocodec.prepare.normalize``) with every invalid element set to 0, so none reaches the encoder, transposes to the model's ``(N, n_channels, rows, cols)``,
-replicates the last valid row and column into the padding beyond the valid extent, runs the encoder once per
-mini-batch and stores each chunk's latent mean over its valid extent with its validity mask (``tempocodec.codec.payload``).
+(``tempocodec.prepare.normalize``) with every invalid element set to 0, so none reaches the encoder, transposes to
+the model's ``(N, n_channels, rows, cols)``, replicates the last valid row and column into the padding beyond the
+valid extent, runs the encoder once per mini-batch and stores each chunk's latent mean over its valid extent with its
+validity mask (``tempocodec.codec.payload``).
 Decoding replicates the stored latent rows and columns back to the full latent grid, runs the decoder once per
 mini-batch, inverts the normalization, clips to ``[valid_min, valid_max]`` where the configuration has them and
 writes the fill value into every invalid element.
@@ -74,7 +75,7 @@ def valid_radiance(raw: np.ndarray, fills: Sequence[float], config: CodecConfig)
     valid = in_range(raw, config)
     for i in range(raw.shape[0]):
         for fill in {fills[i], config.fill_value} - {None}:
-            if in_range(np.float32(fill), config):  # a fill inside the range (1.0, say) marks elements too
+            if in_range(np.asarray(fill, np.float32), config):  # a fill inside the range (1.0, say) marks elements too
                 valid[i] &= raw[i] != np.float32(fill)
     return valid
 
@@ -89,7 +90,8 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig)
     art = config.artifacts()
     n, rows, cols, channels = tiles.shape
     if rows % art.downsample or cols % art.downsample:
-        raise TempocodecError(f"{CODEC_NAME}: tile {config.tile} is not a multiple of model {art.name}'s downsample {art.downsample}")
+        raise TempocodecError(f"{CODEC_NAME}: tile {config.tile} is not a multiple of model {art.name}'s downsample "
+                              f"{art.downsample}")
     raw = np.empty((n, channels, rows, cols), dtype=np.float32)
     _swap_last_axes(tiles.reshape(n, rows * cols, channels), raw.reshape(n, channels, rows * cols))
     valid = valid_radiance(raw, fills, config)
@@ -104,7 +106,8 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig)
             x[i, :, :, w:] = x[i, :, :, w - 1 : w]
         extents.append((h, w))
     present = [i for i, (h, _) in enumerate(extents) if h]
-    means = _run(art, "encoder", x[present], "x", "mean") if present else None
+    empty = np.zeros((0, art.latent_channels, rows // art.downsample, cols // art.downsample), np.float32)
+    means = _run(art, "encoder", x[present], "x", "mean") if present else empty
     dtype = LATENT_DTYPES[config.latent_dtype]
     limit = np.finfo(dtype).max
     out = []
@@ -142,7 +145,8 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
     for j, i in enumerate(present):
         lat = parsed[i].latent
         z[j] = np.pad(lat, ((0, 0), (0, lat_shape[1] - lat.shape[1]), (0, lat_shape[2] - lat.shape[2])), mode="edge")
-    radiance = denormalize(_run(art, "decoder", z, "z", "x"), art.mu, art.sigma, axis=1) if present else None
+    empty = np.zeros((0, channels, rows, cols), np.float32)
+    radiance = denormalize(_run(art, "decoder", z, "z", "x"), art.mu, art.sigma, axis=1) if present else empty
     if present and (config.valid_min is not None or config.valid_max is not None):
         np.clip(radiance, config.valid_min, config.valid_max, out=radiance)
     out = np.empty((len(parsed), rows, cols, channels), dtype=np.float32)

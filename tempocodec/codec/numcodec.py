@@ -37,6 +37,10 @@ class VAENumcodec(Codec):
         self._config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma,
                                          latent_dtype=latent_dtype, tile=tile, fill_value=fill_value,
                                          valid_min=valid_min, valid_max=valid_max)
+        fill = self._config.fill_value
+        if fill is None:  # a v2 array's fill value is what every invalid element decodes to
+            raise TempocodecError(f"{CODEC_ID}: 'fill_value' must be a number, got None")
+        self._fill = fill
 
     @property
     def config(self) -> CodecConfig:
@@ -60,12 +64,12 @@ class VAENumcodec(Codec):
             raise TempocodecError(
                 f"{CODEC_ID}: chunk must be float32 {shape} of model {self._config.model!r}, got {arr.dtype} {arr.shape}"
             )
-        return kernel.encode_tiles(arr.reshape(1, *shape), [self._config.fill_value], self._config)[0]
+        return kernel.encode_tiles(arr.reshape(1, *shape), [self._fill], self._config)[0]
 
     def decode(self, buf: Any, out: Any = None) -> Any:
         """Payload bytes -> float32 ``(rows, cols, n_channels)`` (copied into ``out`` when given)."""
         data = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8)
-        tile = kernel.decode_tiles([data], [self._config.fill_value], self._config)[0]
+        tile = kernel.decode_tiles([data], [self._fill], self._config)[0]
         return ndarray_copy(tile, out)
 
 

@@ -39,7 +39,7 @@ HEADER_V1 = struct.Struct("<4sBBBBHHHHHHII")
 """Version 1: as version 2 without the chunk position."""
 NO_POSITION = 0xFFFFFFFF
 """Chunk grid row and column of a payload whose position is not recorded."""
-LATENT_DTYPES = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
+LATENT_DTYPES: dict[int, np.dtype[np.floating]] = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
 MASK_ZSTD_LEVEL = 19
 _MASK_KIND_BITS = 0b11
 _MASK_ZSTD = numcodecs.Zstd(level=MASK_ZSTD_LEVEL)
@@ -101,7 +101,7 @@ def latent_extent(extent: tuple[int, int], downsample: int) -> tuple[int, int]:
 
 def valid_extent(valid: np.ndarray) -> tuple[int, int]:
     """``(rows, cols)`` up to the last row and the last column with any True in ``valid`` (bool ``(C, H, W)``)."""
-    pixels = valid.any(axis=0)
+    pixels = np.any(valid, axis=0)
     rows = np.flatnonzero(pixels.any(axis=1))
     cols = np.flatnonzero(pixels.any(axis=0))
     if rows.size == 0:
@@ -113,8 +113,8 @@ def compact_mask(valid: np.ndarray) -> np.ndarray | None:
     """The smallest mask for bool ``valid`` ``(C, h, w)``: None if all True, ``(h, w)`` if each pixel is all or nothing."""
     if valid.all():
         return None
-    any_valid = valid.any(axis=0)
-    if np.array_equal(any_valid, valid.all(axis=0)):
+    any_valid = np.any(valid, axis=0)
+    if np.array_equal(any_valid, np.all(valid, axis=0)):
         return any_valid
     return valid
 

@@ -109,6 +109,8 @@ def _vae_config(codec: Any, where: str, codecs: Any) -> CodecConfig:
         configuration = {k: v for k, v in codec.items() if k != "id"}
     else:
         raise _not_vae(where, codecs)
+    if not isinstance(configuration, dict):
+        raise TempocodecError(f"{where}: bad {CODEC_NAME} codec configuration ({configuration!r:.80})")
     try:
         return CodecConfig.parse(**configuration)
     except TypeError as err:
@@ -176,6 +178,7 @@ def _shard_index(data: bytes, layout: Layout, where: str) -> dict[tuple[int, int
     """``(offset, nbytes)`` of each inner chunk a shard holds, keyed by its ``(row, col)`` inside the shard (sharding
     spec index: ``(offset, nbytes)`` uint64 per inner chunk in C order, at the start or end of the shard, then its
     CRC-32C when the index codecs say so)."""
+    assert layout.per_shard is not None  # only a sharded layout's objects are split
     rows, cols = layout.per_shard
     size = rows * cols * 16 + (4 if layout.index_crc else 0)
     if len(data) < size:

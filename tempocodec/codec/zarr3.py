@@ -35,7 +35,8 @@ class VAECodec(ArrayBytesCodec):
 
     ``fill_value`` (the source's fill) marks invalid elements on encode, besides the array's fill value, and is what
     they decode to; None (the default) uses the array's fill value. ``valid_min``, ``valid_max``: the source's valid
-    range (:class:`~tempocodec.codec.config.CodecConfig`). Each mini-batch of chunks (``codec_pipeline.batch_size``) goes through the model in one call, in a worker thread.
+    range (:class:`~tempocodec.codec.config.CodecConfig`). Each mini-batch of chunks (``codec_pipeline.batch_size``)
+    goes through the model in one call, in a worker thread.
     """
 
     is_fixed_size = False

@@ -293,8 +293,8 @@ class MetricsAccumulator:
         s, x, c = original.shape
         if decoded.shape != original.shape or (noise is not None and noise.shape != original.shape):
             raise TempocodecError(f"evaluate: block shapes differ: original {original.shape}, decoded {decoded.shape}")
-        flat = [None if a is None else a.reshape(s * x, c) for a in (original, decoded, noise)]
-        rrmse, angle = self.spectra.add(*flat)
+        rrmse, angle = self.spectra.add(original.reshape(s * x, c), decoded.reshape(s * x, c),
+                                        None if noise is None else noise.reshape(s * x, c))
         self.rrmse_map[steps, xtrack] = rrmse.reshape(s, x)
         self.angle_map[steps, xtrack] = angle.reshape(s, x)
 

@@ -67,8 +67,9 @@ def _figures(evaluation: Evaluation) -> list[tuple[str, str, Callable[[Path], No
         ("Example spectra (median, 99th percentile and worst pixel by relative RMSE)", "spectra.png",
          lambda p: _plot_examples(evaluation.examples, m.wavelength, p)),
     ]
-    if evaluation.doas is not None and evaluation.doas.pixels:
-        figures.append(("DOAS NO₂ slant columns", "doas_no2.png", lambda p: _plot_doas(evaluation.doas, p)))
+    doas = evaluation.doas
+    if doas is not None and doas.pixels:
+        figures.append(("DOAS NO₂ slant columns", "doas_no2.png", lambda p: _plot_doas(doas, p)))
     if evaluation.probes:
         figures.append(("Products from the latents against L2 truth", "probes.png",
                         lambda p: _plot_probes(evaluation.probes, p)))

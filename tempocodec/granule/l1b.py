@@ -168,7 +168,7 @@ class L1BFile:
 
     def _coords(self) -> dict[str, xr.Variable]:
         """Root coordinate variables that band groups use (``mirror_step``)."""
-        return {d: self.root[d].variable for d in self.root.dims if d in self.root.variables}
+        return {str(d): self.root[d].variable for d in self.root.dims if d in self.root.variables}
 
     def band(self, name: str, *, radiance: bool = True) -> xr.Dataset:
         """One band group with the root ``mirror_step`` coordinate; 2-D and larger variables are lazy dask arrays.

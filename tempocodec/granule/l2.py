@@ -254,7 +254,7 @@ def read_l2(path: str | os.PathLike) -> L2Granule:
     source = NetCDFSource(path)
     with source:
         root = read_group(source, None)
-        coords = {d: root[d].variable for d in root.dims if d in root.variables}
+        coords = {str(d): root[d].variable for d in root.dims if d in root.variables}
         names = source.group_names()
         if "product" not in names:
             raise TempocodecError(f"{source.path}: no 'product' group (groups found: {', '.join(names) or 'none'})")

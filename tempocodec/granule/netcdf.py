@@ -125,8 +125,9 @@ class NetCDFSource:
             self._state["ds"] = ds
         return ds
 
-    def group(self, name: str | None) -> netCDF4.Group:
-        """The root (``name`` None or "") or a top-level group; the caller holds the HDF5 lock."""
+    def group(self, name: str | None) -> netCDF4.Dataset:
+        """The root (``name`` None or "") or a top-level group (a ``netCDF4.Group``, a kind of Dataset); the caller holds
+        the HDF5 lock."""
         ds = self._open()
         return ds[name] if name else ds
 
@@ -335,7 +336,7 @@ def _write_file(path: Path, tmp: Path, layout: NetCDFLayout, attrs: Mapping[str,
                 _set_attrs(path, ncg, ds.attrs, f"group {gname}")
                 for dim, size in ds.sizes.items():
                     if dim not in root_dims:
-                        ncg.createDimension(dim, size)
+                        ncg.createDimension(str(dim), size)
             _write_group(path, layout, ncg, gname, ds)
     finally:
         with HDF5_LOCK:
@@ -375,7 +376,7 @@ def _with_coords(
             root = root.assign_coords({dim: (dim, _arange(size))})
     out: dict[str, xr.Dataset] = {}
     for gname, ds in groups.items():
-        for dim in [d for d in root.variables if d in ds.variables and ds[d].dims == (d,) and d in root.dims]:
+        for dim in [str(d) for d in root.variables if d in ds.variables and ds[d].dims == (d,) and d in root.dims]:
             if not np.array_equal(np.asarray(ds[dim].values), np.asarray(root[dim].values)):
                 raise TempocodecError(f"{path}: {gname}/{dim} differs from the root {dim} coordinate")
             ds = ds.drop_vars(dim)
@@ -390,7 +391,8 @@ def _root_dims(path: Path, layout: NetCDFLayout, root: xr.Dataset, groups: Mappi
     """Sizes of the dimensions defined at the root, checked to agree across every Dataset; no dimension may be empty."""
     sizes: dict[str, int] = {}
     for where, ds in [("the root", root), *groups.items()]:
-        for dim, size in ds.sizes.items():
+        for name, size in ds.sizes.items():
+            dim = str(name)
             if size == 0:
                 raise TempocodecError(f"{path}: dimension {dim} has size 0 in {where}")
             if (
@@ -408,7 +410,7 @@ def _root_dims(path: Path, layout: NetCDFLayout, root: xr.Dataset, groups: Mappi
     return {d: sizes[d] for d in ordered}
 
 
-def _write_group(path: Path, layout: NetCDFLayout, nc: netCDF4.Group, gname: str, ds: xr.Dataset) -> None:
+def _write_group(path: Path, layout: NetCDFLayout, nc: netCDF4.Dataset, gname: str, ds: xr.Dataset) -> None:
     """Create and fill every variable of ``ds`` in ``nc``, in the Dataset's variable order."""
     for name, var in ds.variables.items():
         where = f"{gname}/{name}" if gname else str(name)
@@ -464,7 +466,7 @@ def _default_attrs(spec: VarSpec | None, ds: xr.Dataset) -> dict[str, Any]:
 
 def _create_variable(
     path: Path,
-    nc: netCDF4.Group,
+    nc: netCDF4.Dataset,
     name: str,
     var: xr.Variable,
     dtype: np.dtype,
@@ -483,7 +485,7 @@ def _create_variable(
         ncvar = nc.createVariable(
             name,
             str if dtype == np.dtype(object) else dtype,
-            var.dims,
+            tuple(str(d) for d in var.dims),
             fill_value=_fill_value(var, dtype, spec, layout),
             **kwargs,
         )

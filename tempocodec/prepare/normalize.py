@@ -3,8 +3,8 @@
 The paper's transform, per spectral channel ``c``: ``x = clip((log(max(L, 1)) - mu[c]) / sigma[c], -10, 10)``,
 with ``mu``, ``sigma`` float32 ``(n_channels,)`` the mean and (population) standard deviation of ``log(max(L, 1))``
 over the training data. Radiance ``L`` is in photons s⁻¹ cm⁻² nm⁻¹ sr⁻¹. A value is *invalid* when it is not
-finite or ``|L| >= 1e30`` (the L1B fill is -9.96921e36, a common other fill -1e30); invalid values are skipped by the statistics and map to
-``x = 0`` (the channel mean) in :func:`normalize`.
+finite or ``|L| >= 1e30`` (the L1B fill is -9.96921e36, a common other fill -1e30); invalid values are skipped by the
+statistics and map to ``x = 0`` (the channel mean) in :func:`normalize`.
 
 :class:`LogStats` accumulates the statistics over any number of blocks, in any order (Chan et al. pairwise merge
 of count, mean and sum of squared deviations, in float64).

@@ -180,4 +180,6 @@ def check_contents(root: zarr.Group, paths: list[str], record: Record, where: Pa
         discrepancy = compare(record.objects[path], present, present)
         if discrepancy:
             array = root[path]
+            if not isinstance(array, zarr.Array):
+                raise TempocodecError(f"{where}: damaged store: {path} is not a zarr array")
             raise TempocodecError(f"{where}: damaged store: {path}: {discrepancy.describe(array, len(record.objects[path]))}")

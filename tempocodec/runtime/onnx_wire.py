@@ -50,6 +50,7 @@ def _fields(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int, 
     while pos < end:
         key, pos = _varint(data, pos, end)
         number, wire = key >> 3, key & 7
+        value: int | tuple[int, int] | None
         if wire == _VARINT:
             value, pos = _varint(data, pos, end)
         elif wire == _LENGTH:
@@ -71,7 +72,7 @@ def _is_external(data: memoryview, start: int, end: int) -> tuple[bool, str]:
         entry = (number, wire) == (_TENSOR_EXTERNAL_DATA, _LENGTH)
         if entry or (number, wire, value) == (_TENSOR_DATA_LOCATION, _VARINT, _EXTERNAL):
             external = True
-        elif number == _TENSOR_NAME and wire == _LENGTH:
+        elif number == _TENSOR_NAME and isinstance(value, tuple):  # a length-delimited field
             name = bytes(data[value[0] : value[1]]).decode("utf-8", "replace")
     return external, name
 
@@ -92,7 +93,7 @@ def external_tensors(model: bytes) -> list[str]:
                 found.append(name or "(unnamed)")
             continue
         children = _CHILDREN[kind]
-        for number, wire, value in _fields(data, start, end):
-            if wire == _LENGTH and number in children:
+        for number, _wire, value in _fields(data, start, end):
+            if isinstance(value, tuple) and number in children:  # a length-delimited field
                 stack.append((children[number], *value))
     return found

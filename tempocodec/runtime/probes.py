@@ -21,12 +21,12 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tempocodec.runtime.artifacts import ModelArtifacts, session
-from tempocodec.errors import TempocodecError
 from tempocodec.codec.latents import read_latents
+from tempocodec.errors import TempocodecError
 from tempocodec.granule.l2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
-from tempocodec.runtime.store import check_arrays, open_root
 from tempocodec.prepare.tiles import pool_to_latent
+from tempocodec.runtime.artifacts import ModelArtifacts, session
+from tempocodec.runtime.store import check_arrays, open_root, store_meta, store_node
 
 PROBES_FORMAT = "tempocodec-probes/1"
 PROBES_DIR = "probes"
@@ -139,7 +139,7 @@ class LatentGrid:
         and bool ``(rows, cols)``, true at those cells. ``geometry`` names the geometry inputs appended, in order."""
         planes = [self.latent.values, *(self.geometry[name][None] for name in geometry)]
         stack = np.concatenate(planes, axis=0).astype(np.float32)
-        usable = np.isfinite(stack).all(axis=0)
+        usable = np.all(np.isfinite(stack), axis=0)
         return np.ascontiguousarray(stack[:, usable].T), usable
 
 
@@ -147,7 +147,7 @@ def _pixel_field(group: zarr.Group, name: str, where: str) -> np.ndarray:
     """A per-pixel ``(mirror_step, xtrack)`` array of a band group as float64, fills (``|v| > 1e29``, non-finite) NaN."""
     if name not in group:
         raise TempocodecError(f"{where}: no {name} in the band group (the probes need it)")
-    values = np.asarray(group[name][...], np.float64)
+    values = np.asarray(store_node(group, name, zarr.Array, where)[...], np.float64)
     return np.where(np.isfinite(values) & (np.abs(values) <= FILL_THRESHOLD), values, np.nan)
 
 
@@ -165,19 +165,19 @@ def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGri
     """
     path = Path(store)
     root = open_root(path)
-    bands = root.attrs["tempocodec"]["bands"]
+    bands = store_meta(root)["bands"]
     if band not in bands:
         raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(bands)})")
     if bands[band].get("radiance") != "vae":
         raise TempocodecError(f"{path}: band {band} has no latents (radiance kept {bands[band].get('radiance')}: "
                               f"{bands[band].get('reason', 'no reason recorded')})")
-    group = root[band]
+    where = f"{path}/{band}"
+    group = store_node(root, band, zarr.Group, path)
     names = ("solar_zenith_angle", "viewing_zenith_angle", "solar_azimuth_angle", "viewing_azimuth_angle",
              "latitude", "longitude")
     check_arrays(root, [f"{band}/{name}" for name in ("radiance", *names) if name in group], path)
-    latent = read_latents(group["radiance"])
+    latent = read_latents(store_node(group, "radiance", zarr.Array, where))
     d = int(latent.attrs["downsample"])
-    where = f"{path}/{band}"
     fields = {name: _pixel_field(group, name, where) for name in names}
     per_pixel = {
         "cos_solar_zenith": np.cos(np.radians(fields["solar_zenith_angle"])),

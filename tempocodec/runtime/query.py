@@ -16,13 +16,12 @@ import numpy as np
 import xarray as xr
 from rich.table import Table
 
-from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
-from tempocodec.errors import TempocodecError
 from tempocodec.atomic import check_target
+from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import GEO_FILL
-from tempocodec.granule.netcdf import NETCDF_FILE, NetCDFLayout, write_netcdf
 from tempocodec.granule.l2 import FLOAT_FILL
-from tempocodec.runtime.store import reading
+from tempocodec.granule.netcdf import NETCDF_FILE, NetCDFLayout, write_netcdf
+from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
 from tempocodec.runtime.probes import (
     DEFAULT_BAND,
     PRODUCTS,
@@ -30,6 +29,7 @@ from tempocodec.runtime.probes import (
     latent_grid,
     load_probes,
 )
+from tempocodec.runtime.store import reading
 
 DIMS = ("latent_row", "latent_col")
 

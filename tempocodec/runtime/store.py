@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numcodecs
 import numpy as np
@@ -32,10 +32,10 @@ import zarr
 from dask.array.core import getter
 from numcodecs.checksum32 import CRC32C
 from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.storage import LocalStore
 
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
-from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.codec import payload
 from tempocodec.codec.numcodec import make_numcodec
 from tempocodec.codec.stored import place_chunks, read_stored_chunks
@@ -46,6 +46,7 @@ from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity
+from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
@@ -151,7 +152,8 @@ def _models_for(bands: tuple[str, ...], model: str | os.PathLike | None) -> dict
     if model is not None:
         art = load_model(resolve_model(model))
         if art.band not in bands:
-            raise TempocodecError(f"model {art.name} is for {art.band}, which is not among the bands asked for ({', '.join(bands)})")
+            raise TempocodecError(f"model {art.name} is for {art.band}, which is not among the bands asked for "
+                                  f"({', '.join(bands)})")
         return {art.band: art}
     return {b: load_model(resolve_model(DEFAULT_MODELS[b])) for b in bands if b in DEFAULT_MODELS}
 
@@ -189,7 +191,8 @@ def _write_band(
     if "radiance_error" in ds:
         ds["radiance_error"] = _bitround(ds["radiance_error"])
         ds["radiance_error"].attrs["tempocodec_lossy"] = (
-            f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
+            f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), "
+            f"relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
         )
     if model is None:
         entry: dict[str, Any] = {"radiance": "lossless", "reason": f"no model for {band}"}
@@ -214,7 +217,8 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
     chunks = (TILE, TILE, model.n_channels)
     if zarr_format == 3:
         return {
-            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=fill, valid_min=valid[0], valid_max=valid[1]),
+            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=float(fill),
+                                     valid_min=valid[0], valid_max=valid[1]),
             "compressors": None,
             "filters": None,
             "chunks": chunks,
@@ -223,7 +227,8 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
             "fill_value": fill,
         }
     return {
-        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=fill, valid_min=valid[0], valid_max=valid[1])],
+        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=float(fill),
+                                      valid_min=valid[0], valid_max=valid[1])],
         "filters": None,
         "chunks": chunks,
         "_FillValue": fill,
@@ -284,7 +289,7 @@ def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[s
     root = zarr.open_group(tmp, mode="r+", zarr_format=zarr_format)
     for band, entry in bands.items():
         if entry["radiance"] == "vae":
-            place_chunks(root[band]["radiance"])
+            place_chunks(store_node(store_node(root, band, zarr.Group, tmp), "radiance", zarr.Array, tmp))
     root.attrs["tempocodec"] = {
         "format": STORE_FORMAT,
         "source": Path(granule.path).name,
@@ -298,7 +303,8 @@ def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[s
 
 
 def _json_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> dict[str, Any]:
-    """Attributes made JSON-safe, ``_FillValue`` left to the encoding; the numpy dtype of each numeric one is recorded in ``dtypes`` under ``where/name``."""
+    """Attributes made JSON-safe, ``_FillValue`` left to the encoding; the numpy dtype of each numeric one is recorded
+    in ``dtypes`` under ``where/name``."""
     out: dict[str, Any] = {}
     for key, value in attrs.items():
         if key == "_FillValue":
@@ -312,6 +318,22 @@ def _json_attrs(attrs: dict[str, Any], where: str, dtypes: dict[str, str]) -> di
     return out
 
 
+def store_meta(root: zarr.Group) -> dict[str, Any]:
+    """The ``tempocodec`` root attribute of a store opened with :func:`open_root` (which checked it is a mapping)."""
+    return cast(dict[str, Any], root.attrs["tempocodec"])
+
+
+_Node = TypeVar("_Node", zarr.Array, zarr.Group)
+
+
+def store_node(group: zarr.Group, name: str, kind: type[_Node], where: str | os.PathLike) -> _Node:
+    """``group[name]``, which must be a zarr ``kind`` (Array or Group); ``where`` names the group in the error."""
+    node = group[name]
+    if not isinstance(node, kind):
+        raise TempocodecError(f"{where}: damaged store: {name} is not a zarr {kind.__name__.lower()}")
+    return node
+
+
 # --------------------------------------------------------------------------------------------------- info
 
 
@@ -319,12 +341,14 @@ def store_info(path: str | os.PathLike) -> StoreSummary:
     """Sizes and codecs of every array of a store written by :func:`compress_granule`."""
     path = Path(path)
     root = open_root(path)
-    meta = root.attrs["tempocodec"]
+    meta = store_meta(root)
     sizes: list[VariableSize] = []
-    for group_path, group in [("/", root), *((name, root[name]) for name in meta["bands"])]:
+    bands = [(name, store_node(root, name, zarr.Group, path)) for name in meta["bands"]]
+    for group_path, group in [("/", root), *bands]:
         for name, arr in group.arrays():
             raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
-            codec = "vae" if group_path != "/" and name == "radiance" and meta["bands"][group_path]["radiance"] == "vae" else "lossless"
+            is_vae = group_path != "/" and name == "radiance" and meta["bands"][group_path]["radiance"] == "vae"
+            codec = "vae" if is_vae else "lossless"
             if name == "radiance_error":
                 codec = f"bitround{RADIANCE_ERROR_KEEPBITS}+lossless"
             sizes.append(VariableSize(group_path, name, codec, raw, _stored_bytes(arr)))
@@ -410,7 +434,9 @@ def _stored_bytes(arr: zarr.Array) -> int:
 
 def _metadata_bytes(arr: zarr.Array) -> int:
     """Bytes of an array's own metadata documents, which ``nbytes_stored`` counts too."""
-    store_path = Path(str(arr.store_path.store.root)) / arr.path
+    store = arr.store_path.store
+    assert isinstance(store, LocalStore)  # stores are opened from paths
+    store_path = Path(store.root) / arr.path
     return sum((store_path / f).stat().st_size for f in ("zarr.json", ".zarray", ".zattrs") if (store_path / f).exists())
 
 
@@ -425,10 +451,12 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
     """
     path = Path(path)
     root = open_root(path)
-    if band not in root.attrs["tempocodec"]["bands"]:
-        raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(root.attrs['tempocodec']['bands'])})")
+    bands = store_meta(root)["bands"]
+    if band not in bands:
+        raise TempocodecError(f"{path}: no band {band} (the store holds {', '.join(bands)})")
     with reading(path, band):
-        check_arrays(root, [f"{band}/{name}" for name in root[band].array_keys()], path)
+        names = store_node(root, band, zarr.Group, path).array_keys()
+        check_arrays(root, [f"{band}/{name}" for name in names], path)
     return _open_group(path, band)
 
 
@@ -437,14 +465,14 @@ def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
     integrity record's CRC-32, where the store has one; zarr would read a missing one as fill), and each payload of a
     VAE-coded radiance is whole (:func:`tempocodec.codec.payload.unpack`) and lies at the chunk grid position it
     records, before any model runs. Reads every object once (a store is small)."""
-    meta = root.attrs["tempocodec"]
+    meta = store_meta(root)
     record = integrity.read_record(meta, path)
     if record is not None:
         integrity.check_contents(root, arrays, record, path)
     for name in arrays:
         band, _, variable = name.rpartition("/")
         if variable == "radiance" and meta["bands"].get(band, {}).get("radiance") == "vae":
-            config, chunks = read_stored_chunks(root[name])
+            config, chunks = read_stored_chunks(store_node(root, name, zarr.Array, path))
             for at, chunk in chunks.items():
                 payload.unpack(chunk, where=f"{path}: damaged store: {name} chunk {at}", chunk_shape=config.chunk_shape)
 
@@ -458,7 +486,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     replace = NETCDF_FILE if overwrite else None
     check_target(dst, replace)
     root = open_root(src)
-    meta = root.attrs["tempocodec"]
+    meta = store_meta(root)
     dtypes = _attribute_dtypes(meta.get("attribute_dtypes", {}), src)
     with reading(src, "the root group"):
         check_arrays(root, list(root.array_keys()), src)
@@ -503,7 +531,8 @@ def _netcdf_attribute_dtype(name: Any) -> np.dtype | None:
 
 
 def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, np.dtype]) -> xr.Dataset:
-    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own notes dropped."""
+    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own
+    notes dropped."""
     ds = ds.copy()
     for name in ds.variables:
         attrs = {k: v for k, v in ds[name].attrs.items() if k != "tempocodec_lossy"}

@@ -28,7 +28,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.progress import progress_bar
 from tempocodec.runtime import integrity
 from tempocodec.runtime.artifacts import ModelArtifacts
-from tempocodec.runtime.store import open_root
+from tempocodec.runtime.store import open_root, store_meta
 
 Advance = Callable[[int], None]
 
@@ -87,7 +87,7 @@ def verify_store(path: str | os.PathLike, *, progress: bool = True) -> Report:
     only when ``path`` is not a readable tempocodec store at all."""
     path = Path(path)
     root = open_root(path, check=False)
-    meta = root.attrs["tempocodec"]
+    meta = store_meta(root)
     report = Report(path, recorded="integrity" in meta)
     try:
         record = integrity.read_record(meta, path)
@@ -140,7 +140,7 @@ def _check_array(report: Report, record: integrity.Record | None, meta: dict[str
 def _checksum(array: zarr.Array) -> str:
     """``crc32c`` when a CRC-32C codec guards ``array``'s chunks (v3 codec chain, v2 compressor or filter), else
     ``none``."""
-    meta = array.metadata.to_dict()
+    meta: dict[str, Any] = array.metadata.to_dict()
     names = [c.get("name") for c in meta.get("codecs", []) if isinstance(c, dict)]
     names += [c.get("id") for c in [meta.get("compressor"), *(meta.get("filters") or [])] if isinstance(c, dict)]
     return "crc32c" if "crc32c" in names else "none"
@@ -181,8 +181,9 @@ def _check_model(report: Report, path: str, config: CodecConfig, entry: dict[str
     """The model an array's codec names, found with its sha256 and statistics and the one the store's band entry
     names; None (and a fault) when it cannot be found here."""
     if (entry.get("model"), entry.get("model_sha256")) != (config.model, config.model_sha256):
+        entry_sha = str(entry.get("model_sha256"))[:12]
         report.faults.append(Fault(path, "", f"codec names model {config.model!r} ({config.model_sha256[:12]}…), the "
-                                             f"store's band entry {entry.get('model')!r} ({str(entry.get('model_sha256'))[:12]}…)"))
+                                             f"store's band entry {entry.get('model')!r} ({entry_sha}…)"))
     try:
         return config.artifacts()
     except TempocodecError as err:

@@ -20,7 +20,7 @@ from tempocodec.simulator.physics import (
 from tempocodec.simulator.scene import Scene
 
 
-def reflectance(tau: np.ndarray, albedo: np.ndarray, mu0: np.ndarray, mu: np.ndarray,
+def reflectance(tau: np.ndarray, albedo: np.ndarray | np.floating | float, mu0: np.ndarray, mu: np.ndarray,
                 phase: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rayleigh atmosphere over a Lambertian surface: (path reflectance, surface term), broadcasting inputs.
 

@@ -27,7 +27,7 @@ class NoiseModel:
     def sigma(self, radiance: np.ndarray) -> np.ndarray:
         """1-σ noise of ``radiance`` (same shape and float dtype)."""
         radiance = np.asarray(radiance)
-        dtype = radiance.dtype if radiance.dtype.kind == "f" else np.float64
+        dtype = radiance.dtype if radiance.dtype.kind == "f" else np.dtype(np.float64)
         g = dtype.type(self.electrons_per_unit)
         floor = dtype.type((self.read_electrons / self.electrons_per_unit) ** 2)
         ceiling = dtype.type(1.0 / self.snr_ceiling**2)

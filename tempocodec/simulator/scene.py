@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 from scipy.fft import next_fast_len
@@ -101,7 +102,7 @@ class Scene:
 def _scaled_field(rng: np.random.Generator, geometry: Geometry, shape: tuple[int, int],
                   components: Sequence[tuple[float, float]]) -> np.ndarray:
     """Unit-variance sum of correlated fields: ``components`` = (length km, weight) pairs."""
-    total = sum(w * correlated_field(rng, shape, geometry.spacing_km, length) for length, w in components)
+    total = sum((w * correlated_field(rng, shape, geometry.spacing_km, length) for length, w in components), np.zeros(shape))
     return total / math.sqrt(sum(w * w for _, w in components))
 
 
@@ -117,10 +118,21 @@ def _random_pixels(rng: np.random.Generator, weight: np.ndarray, count: int) -> 
     if count <= 0 or flat.sum() <= 0:
         return []
     picks = rng.choice(flat.size, size=count, p=flat / flat.sum())
-    return [tuple(int(v) for v in np.unravel_index(p, weight.shape)) for p in picks]
+    rows, cols = np.unravel_index(picks, weight.shape)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True)]
 
 
-def make_surface(rng: np.random.Generator, geometry: Geometry, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+class Surface(TypedDict):
+    """:func:`make_surface`'s fields ``(rows, cols)`` (``weights`` ``(rows, cols, len(SURFACES))``) and its cities
+    ``(row, col, radius km)``."""
+
+    weights: np.ndarray
+    texture: np.ndarray
+    terrain: np.ndarray
+    cities: list[tuple[int, int, float]]
+
+
+def make_surface(rng: np.random.Generator, geometry: Geometry, shape: tuple[int, int]) -> Surface:
     """Surface types (water, vegetation, soil, urban, snow) with sharp coastlines, city blobs, terrain and texture."""
     area = shape[0] * shape[1] * geometry.spacing_km[0] * geometry.spacing_km[1]
     land_field = _scaled_field(rng, geometry, shape, [(300.0, 0.8), (60.0, 0.6), (12.0, 0.3)])
@@ -136,9 +148,9 @@ def make_surface(rng: np.random.Generator, geometry: Geometry, shape: tuple[int,
     urban = np.zeros(shape)
     n_cities = int(rng.poisson(1.5 * area / 60000.0)) + int(rng.random() < 0.5)
     small = correlated_field(rng, shape, geometry.spacing_km, 5.0)
-    cities = []
+    cities: list[tuple[int, int, float]] = []
     for r, c in _random_pixels(rng, land, n_cities):
-        radius = rng.uniform(6.0, 20.0)
+        radius = float(rng.uniform(6.0, 20.0))
         dist2 = (rows_km - rows_km[r, 0]) ** 2 + (cols_km - cols_km[0, c]) ** 2
         urban += np.exp(-dist2 / radius**2 * np.maximum(1.0 + 0.3 * small, 0.3))
         cities.append((r, c, radius))
@@ -240,6 +252,12 @@ def make_gases(rng: np.random.Generator, geometry: Geometry, shape: tuple[int, i
             "no2_troposphere": no2, "hcho": hcho, "h2o": h2o}
 
 
+def _seed_pair(seq: np.random.SeedSequence) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """A band's two seeds, of its noise and of its detector defects (``Scene.band_seeds``)."""
+    noise, defects = seq.spawn(2)
+    return noise, defects
+
+
 def make_scene(config: SceneConfig) -> Scene:
     """Draw one scene (geometry, surface, clouds, gases, missing data) from ``config.seed``."""
     root = np.random.SeedSequence(config.seed)
@@ -263,7 +281,7 @@ def make_scene(config: SceneConfig) -> Scene:
                  albedo_texture=surface["texture"], terrain_height=surface["terrain"],
                  surface_pressure=surface_pressure, cloud_fraction=cloud_fraction, cloud_pressure=cloud_pressure,
                  missing_steps=missing, dropouts=dropouts,
-                 band_seeds={b: tuple(seq.spawn(2)) for b, seq in zip(BANDS, band_seq.spawn(len(BANDS)), strict=True)}, **gases)
+                 band_seeds={b: _seed_pair(seq) for b, seq in zip(BANDS, band_seq.spawn(len(BANDS)), strict=True)}, **gases)
 
 
 def ground_pixel_quality(scene: Scene) -> np.ndarray:

@@ -53,14 +53,15 @@ def _coords(scene: Scene, mirror_step: np.ndarray) -> dict[str, xr.Variable]:
             "xtrack": xr.Variable("xtrack", np.arange(scene.shape[1], dtype=np.int32))}
 
 
-def _grid(values: np.ndarray, dtype: str, fill: float | None, invalid: np.ndarray | None = None,
+def _grid(values: np.ndarray, dtype: str, fill: float | np.generic | None, invalid: np.ndarray | None = None,
           **attrs: object) -> xr.Variable:
     """A ``(mirror_step, xtrack)`` variable of ``dtype`` with ``fill`` where ``invalid`` (and ``_FillValue`` set)."""
     data = np.asarray(values).astype(dtype)
     if fill is not None:
-        attrs = {"_FillValue": np.asarray(fill).astype(dtype)[()], **attrs}
+        fill_value = np.asarray(fill).astype(dtype)[()]
+        attrs = {"_FillValue": fill_value, **attrs}
         if invalid is not None:
-            data = np.where(invalid, attrs["_FillValue"], data).astype(dtype)
+            data = np.where(invalid, fill_value, data).astype(dtype)
     return xr.Variable(("mirror_step", "xtrack"), data, attrs)
 
 

@@ -70,13 +70,17 @@ def _residual_net(inputs: int, hidden: int, outputs: int, depth: int) -> nn.Sequ
     for _ in range(depth):
         layers += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU()]
     out = nn.Conv2d(hidden, outputs, 1)
-    nn.init.zeros_(out.weight)
-    nn.init.zeros_(out.bias)
+    for param in out.parameters():  # weight and bias
+        nn.init.zeros_(param)
     return nn.Sequential(*layers, out)
 
 
 class BlockVAE(nn.Module):
     """See the module docstring. Buffers ``project`` ``(K, C)``, ``expand`` ``(C, K)``, ``scales`` ``(K,)``."""
+
+    project: torch.Tensor
+    expand: torch.Tensor
+    scales: torch.Tensor
 
     def __init__(self, config: BlockVAEConfig | None = None) -> None:
         super().__init__()
@@ -87,6 +91,7 @@ class BlockVAE(nn.Module):
         self.enc_linear = nn.Conv2d(cfg.block, cfg.latent_channels, 1)
         self.enc_residual = _residual_net(cfg.block, cfg.hidden, cfg.latent_channels, cfg.depth)
         self.enc_logvar = nn.Conv2d(cfg.block, cfg.latent_channels, 1)
+        assert self.enc_logvar.bias is not None  # made with bias=True
         nn.init.zeros_(self.enc_logvar.weight)
         nn.init.constant_(self.enc_logvar.bias, cfg.logvar_init)
         self.dec_linear = nn.Conv2d(cfg.latent_channels, cfg.block, 1)
@@ -115,6 +120,7 @@ class BlockVAE(nn.Module):
         mean = vectors.mean(0)
         values, basis = torch.linalg.eigh(torch.cov((vectors - mean).T))
         top = basis[:, torch.argsort(values, descending=True)[: self.config.latent_channels]].T  # (Z, D)
+        assert self.enc_linear.bias is not None and self.dec_linear.bias is not None  # made with bias=True
         self.enc_linear.weight.copy_((top * unit)[:, :, None, None].float())
         self.enc_linear.bias.copy_((-top @ mean).float())
         self.dec_linear.weight.copy_((top.T / unit[:, None])[:, :, None, None].float())

@@ -142,7 +142,7 @@ def _write_tiles(paths: list[Path], config: TrainConfig, mu: np.ndarray, sigma: 
         for path in paths:
             for start, block in iter_blocks(path, config.band, tile):
                 tiles = cut_tiles(block, tile, config.min_valid, step_offset=start)
-                for radiance, mask in zip(tiles.radiance, tiles.mask):
+                for radiance, mask in zip(tiles.radiance, tiles.mask, strict=True):
                     x = normalize(radiance, mu, sigma).transpose(2, 0, 1)
                     x_file.write(np.ascontiguousarray(x, np.float16).tobytes())
                     mask_file.write(mask.astype(np.uint8).tobytes())

@@ -22,11 +22,13 @@ from torch import nn
 
 from tempocodec import __version__
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
-from tempocodec.runtime.artifacts import MODEL_FORMAT, check_model_name, identity_sha256, sha256_bytes
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime.artifacts import MODEL_FORMAT, check_model_name, identity_sha256, sha256_bytes
+from tempocodec.training.blockvae import BlockVAE
 from tempocodec.training.checkpoints import load_checkpoint
 from tempocodec.training.vae import VAE
 
+ExportableModel = VAE | BlockVAE  # the architectures a model directory can hold
 ONNX_OPSET = 17
 IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
 
@@ -34,7 +36,7 @@ IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
 class _EncoderGraph(nn.Module):
     """``x`` -> ``(mean, logvar)`` for ONNX export."""
 
-    def __init__(self, model: VAE) -> None:
+    def __init__(self, model: ExportableModel) -> None:
         super().__init__()
         self.model = model
 
@@ -45,7 +47,7 @@ class _EncoderGraph(nn.Module):
 class _DecoderGraph(nn.Module):
     """``z`` -> ``x`` for ONNX export."""
 
-    def __init__(self, model: VAE) -> None:
+    def __init__(self, model: ExportableModel) -> None:
         super().__init__()
         self.model = model
 
@@ -93,7 +95,7 @@ def _render_value(value: object) -> str:
     return str(value)
 
 
-def render_model_card(name: str, band: str, model: VAE, card: dict | None) -> str:
+def render_model_card(name: str, band: str, model: ExportableModel, card: dict | None) -> str:
     """The text of ``model_card.md``: a header with the architecture, then one section per ``card`` entry."""
     config = model.config
     lines = [
@@ -109,7 +111,7 @@ def render_model_card(name: str, band: str, model: VAE, card: dict | None) -> st
     return "\n".join(lines)
 
 
-def _write_directory(model: VAE, mu: np.ndarray, sigma: np.ndarray, root: Path, name: str, band: str,
+def _write_directory(model: ExportableModel, mu: np.ndarray, sigma: np.ndarray, root: Path, name: str, band: str,
                      card: dict | None, config: dict | None) -> None:
     """Write every file of the model directory into the (empty) directory ``root``."""
     cfg = model.config
@@ -140,7 +142,7 @@ def _write_directory(model: VAE, mu: np.ndarray, sigma: np.ndarray, root: Path, 
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
-def export_model(model: VAE, mu: np.ndarray, sigma: np.ndarray, out_dir: Path, *, name: str, band: str,
+def export_model(model: ExportableModel, mu: np.ndarray, sigma: np.ndarray, out_dir: Path, *, name: str, band: str,
                  card: dict | None = None, config: dict | None = None, overwrite: bool = False) -> Path:
     """Write the model directory ``out_dir`` for ``model`` with normalization ``mu``, ``sigma`` (float32 ``(C,)``).
 
@@ -274,7 +276,8 @@ def block_run_card(run_dir: Path, data_dir: Path) -> dict:
     with np.load(Path(data_dir) / "train.npz") as train, np.load(Path(data_dir) / "valid.npz") as valid:
         n_train, n_valid = len(train["seeds"]), len(valid["seeds"])
         first_seed = int(train["seeds"][0])
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    cpu = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
     start = records[0]
     best = min(records, key=lambda r: r["valid_rms"])
     return {

@@ -59,7 +59,9 @@ def make_batch(x_source: np.ndarray | torch.Tensor, mask_source: np.ndarray | to
     x = x_source[index, :, row : row + crop, col : col + crop]
     mask = mask_source[index, row : row + crop, col : col + crop]
     if isinstance(x, np.ndarray):
-        x, mask = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(mask))
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(np.ascontiguousarray(mask))
     return x.to(device, non_blocking=True).float(), mask.to(device, non_blocking=True)
 
 

@@ -26,6 +26,12 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from tempocodec.atomic import Replaceable, atomic_dir
+from tempocodec.bands import BAND_CHOICES
+from tempocodec.errors import TempocodecError
+from tempocodec.granule.l2 import l2_files_beside, l2_pattern, l2_truth, read_l2
+from tempocodec.prepare.tiles import pool_to_latent
+from tempocodec.progress import progress_bar
 from tempocodec.runtime.artifacts import (
     ModelArtifacts,
     load_model,
@@ -33,11 +39,6 @@ from tempocodec.runtime.artifacts import (
     resolve_model,
     write_card_section,
 )
-from tempocodec.atomic import Replaceable, atomic_dir
-from tempocodec.bands import BAND_CHOICES
-from tempocodec.errors import TempocodecError
-from tempocodec.training.export import export_graph
-from tempocodec.granule.l2 import l2_files_beside, l2_pattern, l2_truth, read_l2
 from tempocodec.runtime.probes import (
     GEOMETRY_INPUTS,
     PROBE_KINDS,
@@ -49,10 +50,9 @@ from tempocodec.runtime.probes import (
     latent_grid,
     r2_rmse_bias,
 )
-from tempocodec.progress import progress_bar
 from tempocodec.runtime.store import compress_granule
-from tempocodec.prepare.tiles import pool_to_latent
 from tempocodec.training.data import find_granules, split_granules
+from tempocodec.training.export import export_graph
 
 CARD_SECTION = "Probes"
 
@@ -156,6 +156,9 @@ def collect(paths: list[Path], model: ModelArtifacts, geometry: tuple[str, ...],
 class ProbeNet(nn.Module):
     """Standardize the features with fixed ``mean``, ``std`` ``(F,)``, then apply ``body`` -> ``(N, 1)``."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, body: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
         self.body = body
@@ -218,7 +221,8 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    best, best_state, waited = math.inf, None, 0
+    best, waited = math.inf, 0
+    best_state: dict[str, torch.Tensor] | None = None
     with progress_bar(enabled=progress) as bar:
         task = bar.add_task(label, total=config.epochs)
         for _ in range(config.epochs):
@@ -240,6 +244,8 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                 waited += 1
                 if waited >= config.patience:
                     break
+    if best_state is None:
+        raise TempocodecError(f"{label}: the validation loss never became finite")
     net.load_state_dict(best_state)
     return net.cpu().eval()
 

@@ -236,11 +236,13 @@ class VAE(nn.Module):
         expected = (self.config.widths[0], self.config.n_channels)
         if tuple(basis.shape) != expected:
             raise TempocodecError(f"spectral basis has shape {tuple(basis.shape)}, expected {expected}")
-        basis = basis.to(self.encoder.stem.weight.dtype)
-        self.encoder.stem.weight.copy_(basis[:, :, None, None])
-        self.encoder.stem.bias.zero_()
-        self.decoder.out.weight.copy_(basis.T[:, :, None, None])
-        self.decoder.out.bias.zero_()
+        stem, out = self.encoder.stem, self.decoder.out
+        assert stem.bias is not None and out.bias is not None  # both are made with bias=True
+        basis = basis.to(stem.weight.dtype)
+        stem.weight.copy_(basis[:, :, None, None])
+        stem.bias.zero_()
+        out.weight.copy_(basis.T[:, :, None, None])
+        out.bias.zero_()
 
     def n_parameters(self) -> int:
         """The number of trainable parameters."""

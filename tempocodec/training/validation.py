@@ -49,7 +49,7 @@ def validation_metrics(model: VAE, paths: list[Path], config: TrainConfig, mu: n
     for path in paths:
         for start, block in iter_blocks(path, config.band, vae_config.tile):
             tiles = cut_tiles(block, vae_config.tile, config.min_valid, step_offset=start)
-            for radiance, mask in zip(tiles.radiance, tiles.mask):
+            for radiance, mask in zip(tiles.radiance, tiles.mask, strict=True):
                 recon, kl = _reconstruct(model, radiance, mu, sigma)
                 metrics.add(radiance, recon, mask, kl)
     return metrics.result()
@@ -83,7 +83,8 @@ class ValidationMetrics:
         self.per_spectrum: list[tuple[np.ndarray, np.ndarray]] = []  # relative RMSE, spectral angle
         self.rrmse_mean_predictor: list[np.ndarray] = []
         self.kl_sum, self.tiles = np.zeros(latent_channels), 0
-        self.structure = {name: ([], []) for name in WINDOWS_NM}
+        # per window: RMS differential errors of the model and of the mean spectrum, one array per tile
+        self.structure: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {name: ([], []) for name in WINDOWS_NM}
 
     def add(self, truth: np.ndarray, recon: np.ndarray, pixel_mask: np.ndarray, kl: np.ndarray) -> None:
         """One tile: radiance ``truth``, ``recon`` ``(T, T, C)``, ``pixel_mask`` ``(T, T)``, ``kl`` ``(Z,)`` nats."""
@@ -94,18 +95,18 @@ class ValidationMetrics:
         mean = np.broadcast_to(np.exp(self.mu), spectra.shape)
         self.rrmse_mean_predictor.append(spectrum_errors(spectra, mean)[0])
         if self.wavelength is not None:
-            self._add_structure(spectra, recon)
+            self._add_structure(spectra, recon, self.wavelength)
 
-    def _add_structure(self, spectra: np.ndarray, recon: np.ndarray) -> None:
+    def _add_structure(self, spectra: np.ndarray, recon: np.ndarray, wavelength: np.ndarray) -> None:
         """RMS error of the differential log spectrum in each window, for the model and the mean spectrum, over
-        the spectra ``(P, C)`` whose values in the window are all used."""
+        the spectra ``(P, C)`` whose values in the window are all used; ``wavelength`` ``(C,)`` nm."""
         used, _ = used_values(spectra, recon)
         for name, (low, high) in WINDOWS_NM.items():
-            channels = (self.wavelength >= low) & (self.wavelength <= high)
+            channels = (wavelength >= low) & (wavelength <= high)
             rows = used[:, channels].all(axis=1) & (recon[:, channels] > 0).all(axis=1)
             if channels.sum() < 4 or not rows.any():
                 continue
-            wl = self.wavelength[channels]
+            wl = wavelength[channels]
             truth_d = _differential(np.log(spectra[rows][:, channels].astype(np.float64)), wl)
             model_d = _differential(np.log(recon[rows][:, channels].astype(np.float64)), wl)
             mean_d = _differential(self.mu[channels][None, :], wl)
@@ -116,7 +117,7 @@ class ValidationMetrics:
         """The metrics as JSON-able data."""
         if self.tiles == 0 or not self.errors.count.any():
             raise TempocodecError("evaluation: no validation tile with valid pixels")
-        rrmse, angle = (np.concatenate(values) for values in zip(*self.per_spectrum))
+        rrmse, angle = (np.concatenate(values) for values in zip(*self.per_spectrum, strict=True))
         wavelength = np.full(len(self.mu), np.nan) if self.wavelength is None else self.wavelength
         model = self.errors.result(wavelength, rrmse, angle)
         mean = np.concatenate(self.rrmse_mean_predictor)
@@ -142,7 +143,7 @@ class ValidationMetrics:
         """Per window: median RMS differential error of the model and of the mean spectrum, their ratio, and
         ``structure_lost`` when the ratio exceeds 0.5 (the model does not resolve the band structure: smoothing or
         spurious structure)."""
-        out = {}
+        out: dict[str, dict[str, object] | None] = {}
         for name, (model_err, mean_err) in self.structure.items():
             if not model_err:
                 out[name] = None
@@ -164,6 +165,6 @@ def _differential(log_spectra: np.ndarray, wavelength: np.ndarray) -> np.ndarray
     return log_spectra - (design @ coef).T
 
 
-def _rounded(values: np.ndarray) -> list[float]:
+def _rounded(values: np.ndarray) -> list[float | None]:
     """A float array as a list with 6 significant digits (NaN becomes None)."""
     return [None if not np.isfinite(v) else float(f"{v:.6g}") for v in np.asarray(values, np.float64)]
