@@ -18,7 +18,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import numpy as np
@@ -47,8 +47,8 @@ def bounded_workers() -> Iterator[None]:
         yield
 
 
-def to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict | None, zarr_format: int, mode: str,
-            **kwargs: Any) -> None:
+def to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict | None, zarr_format: Literal[2, 3],
+            mode: Literal["w", "a"], **kwargs: Any) -> None:
     """``ds.to_zarr`` without consolidation (done once at the end), v3 warnings about it silenced; ``kwargs`` go
     to ``to_zarr`` (``compute``, ``region``, ...)."""
     with warnings.catch_warnings():
@@ -57,7 +57,7 @@ def to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict | None
                    **kwargs)
 
 
-def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict], zarr_format: int,
+def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict], zarr_format: Literal[2, 3],
                 chunks: dict[str, int], column: int) -> None:
     """Write ``ds`` as the new group ``group`` of the store at ``path`` with the per-variable ``encoding``.
 
@@ -65,7 +65,7 @@ def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict
     spectral arrays are then created by xarray (metadata only) and filled stripe by stripe (:func:`write_stripes`),
     ``column`` pixels across at a time (a multiple of their chunks across: a whole number of shards or chunks).
     """
-    spectral = [name for name, var in ds.data_vars.items() if var.dims == RADIANCE_DIMS]
+    spectral = [str(name) for name, var in ds.data_vars.items() if var.dims == RADIANCE_DIMS]
     rest = ds.drop_vars(spectral)
     rest = rest.chunk({d: c for d, c in chunks.items() if d in rest.dims})
     to_zarr(rest, path, group, {k: v for k, v in encoding.items() if k in rest.variables}, zarr_format, mode="w")
