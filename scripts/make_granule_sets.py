@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tempocodec.training.simdata import heldout_scenes, probe_scenes, write_scenes
+from tempocodec.simulator import write_scenes
+from tempocodec.training.simdata import heldout_scenes, probe_scenes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         configs, bands = heldout_scenes(), args.bands or "all"
     else:
         configs, bands = probe_scenes(args.scenes), args.bands or "uv"
-    for path in write_scenes(args.out, configs, bands):
+    for path in write_scenes(args.out, configs, bands=bands):
         print(path, flush=True)
     return 0
 

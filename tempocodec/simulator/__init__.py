@@ -12,7 +12,7 @@ order of the data path:
 - :mod:`~tempocodec.simulator.radiance`: the forward model of one band, noise and detector defects
 - :mod:`~tempocodec.simulator.truth`: the four Level-2 truth granules
 - :mod:`~tempocodec.simulator.granule`: the L1B granule and :func:`simulate_granule`
-- :mod:`~tempocodec.simulator.write`: :func:`write_simulated`, the files
+- :mod:`~tempocodec.simulator.write`: :func:`write_simulated` / :func:`write_scenes`, the files
 
 The names below are the simulator's public API.
 """
@@ -20,6 +20,6 @@ The names below are the simulator's public API.
 from tempocodec.simulator.config import NoiseModel, SceneConfig, resolve_bands
 from tempocodec.simulator.geometry import STEP_SECONDS
 from tempocodec.simulator.granule import simulate_granule
-from tempocodec.simulator.write import write_simulated
+from tempocodec.simulator.write import write_scenes, write_simulated
 
-__all__ = ["STEP_SECONDS", "NoiseModel", "SceneConfig", "resolve_bands", "simulate_granule", "write_simulated"]
+__all__ = ["STEP_SECONDS", "NoiseModel", "SceneConfig", "resolve_bands", "simulate_granule", "write_scenes", "write_simulated"]

@@ -20,16 +20,25 @@ def write_simulated(out_dir: str | os.PathLike, rows: int, cols: int, seed: int,
                     progress: Callable[[int, int, str], None] | None = None) -> list[Path]:
     """Simulate ``scenes`` granules and write each as ``TEMPO_RAD_L1_…nc`` plus four ``TEMPO_<P>_L2_…nc`` files.
 
-    Scene ``k`` uses seed ``seed + k``, scan ``1 + k // 9`` and granule ``1 + k % 9``; the output is the same
-    as :func:`simulate_granule` with those arguments. ``progress(done, total, message)`` is called after each
-    scene is simulated and after each file is written. Returns the paths written, L1B first per scene.
+    Scene ``k`` uses seed ``seed + k`` with the default :class:`SceneConfig` (see :func:`write_scenes`).
     """
     if not isinstance(scenes, (int, np.integer)) or scenes < 1:
         raise TempocodecError(f"simulate: scenes must be a positive integer, got {scenes!r}")
-    SceneConfig(rows=rows, cols=cols, seed=seed)  # validates the arguments before any work
+    configs = [SceneConfig(rows=rows, cols=cols, seed=seed + k) for k in range(scenes)]  # validated before any work
+    return write_scenes(out_dir, configs, bands=bands, progress=progress)
+
+
+def write_scenes(out_dir: str | os.PathLike, configs: Sequence[SceneConfig], *, bands: str | Sequence[str] = BANDS,
+                 progress: Callable[[int, int, str], None] | None = None) -> list[Path]:
+    """Simulate each scene of ``configs`` and write its L1B granule and four L2 truth files into ``out_dir``.
+
+    Scene ``k`` gets scan ``1 + k // 9`` and granule ``1 + k % 9``; the output is the same as
+    :func:`simulate_granule` with those arguments. ``progress(done, total, message)`` is called after each
+    scene is simulated and after each file is written. Returns the paths written, L1B first per scene.
+    """
     band_names = resolve_bands(bands)
     out = _writable_directory(out_dir)
-    total = scenes * 6
+    total = len(configs) * 6
     done = 0
     paths: list[Path] = []
 
@@ -39,10 +48,11 @@ def write_simulated(out_dir: str | os.PathLike, rows: int, cols: int, seed: int,
         if progress is not None:
             progress(done, total, message)
 
-    for k in range(scenes):
+    for k, config in enumerate(configs):
         scan, granule = 1 + k // 9, 1 + k % 9
-        l1b, l2 = simulate_granule(rows, cols, seed + k, bands=band_names, scan=scan, granule_index=granule)
-        step(f"scene {k + 1}/{scenes} simulated")
+        l1b, l2 = simulate_granule(config.rows, config.cols, config.seed, bands=band_names, scan=scan,
+                                   granule_index=granule, config=config)
+        step(f"scene {k + 1}/{len(configs)} simulated")
         path = out / l1b.attrs["local_granule_id"]
         write_l1b(path, l1b)
         paths.append(path)

@@ -19,12 +19,9 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from tempocodec.granule.l1b import write_l1b
-from tempocodec.granule.l2 import write_l2
 from tempocodec.prepare.basis import LogMoments, SpectralBasis
 from tempocodec.prepare.normalize import normalize
 from tempocodec.prepare.tiles import pixel_mask
@@ -105,18 +102,3 @@ def run_parallel(function: Callable, items: Sequence, workers: int,
             if progress:
                 progress(done)
 
-
-def write_scenes(out_dir: Path, configs: Sequence[SceneConfig], bands: str | Sequence[str] = "all") -> list[Path]:
-    """Simulate each scene and write its L1B granule and four L2 truth files into ``out_dir``; scene ``k`` gets scan
-    ``1 + k // 9`` and granule ``1 + k % 9`` (as :func:`tempocodec.simulator.write_simulated`). Returns the L1B paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, config in enumerate(configs):
-        l1b, l2 = simulate_granule(config.rows, config.cols, config.seed, bands=bands, scan=1 + k // 9,
-                                   granule_index=1 + k % 9, config=config)
-        path = out_dir / l1b.attrs["local_granule_id"]
-        write_l1b(path, l1b)
-        for granule in l2.values():
-            write_l2(out_dir / granule.attrs["local_granule_id"], granule)
-        paths.append(path)
-    return paths
