@@ -23,9 +23,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
+from tempocodec.prepare.basis import SpectralBasis
 from tempocodec.training.blockvae import BlockVAE, BlockVAEConfig
+from tempocodec.training.checkpoints import write_checkpoint
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,10 @@ def load_basis(data_dir: Path) -> dict[str, np.ndarray]:
 
 
 def build_model(model_config: BlockVAEConfig, basis: dict[str, np.ndarray]) -> BlockVAE:
-    """A model with the data directory's spectral basis installed."""
-    components, weights, scales = basis["components"], basis["weights"], basis["scales"]
-    project = (components * weights[None, :] / scales[:, None]).astype(np.float32)
-    expand = ((components * scales[:, None]).T / weights[:, None]).astype(np.float32)
+    """A model with the data directory's spectral basis (:func:`load_basis`) installed."""
     model = BlockVAE(model_config)
-    model.set_spectral_basis(project, expand, scales.astype(np.float32))
+    model.set_spectral_basis(SpectralBasis(components=basis["components"], weights=basis["weights"],
+                                           scales=basis["scales"], explained=basis["explained"]))
     return model
 
 
@@ -132,12 +131,6 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _save(path: Path, state: dict) -> None:
-    """Write a checkpoint atomically (:func:`tempocodec.atomic.atomic_file`)."""
-    with atomic_file(path, replace=ANY_FILE) as tmp:
-        torch.save(state, tmp)
 
 
 def _start(run_dir: Path, model: BlockVAE, optimizer: torch.optim.Optimizer, resume: bool, train: CoefficientSet,
@@ -216,8 +209,8 @@ def _checkpoint(run_dir: Path, model: BlockVAE, optimizer: torch.optim.Optimizer
                "config": asdict(config), "model_config": asdict(model_config)}
     if score < state["best"]:
         state["best"] = score
-        _save(run_dir / "best.pt", {**payload, "state": dict(state)})
-    _save(run_dir / "last.pt", payload)
+        write_checkpoint(run_dir / "best.pt", {**payload, "state": dict(state)})
+    write_checkpoint(run_dir / "last.pt", payload)
     _log(run_dir, {"step": state["step"], "train_rms": train_rms, "valid_rms": score, "best": state["best"]})
 
 

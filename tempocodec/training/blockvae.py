@@ -27,6 +27,7 @@ from torch import nn
 
 from tempocodec.bands import N_CHANNELS
 from tempocodec.errors import TempocodecError
+from tempocodec.prepare.basis import SpectralBasis
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,15 @@ class BlockVAE(nn.Module):
         self.dec_residual = _residual_net(cfg.latent_channels, cfg.hidden, cfg.block, cfg.depth)
 
     # ---- the fixed and the linear parts
-    def set_spectral_basis(self, basis_project: np.ndarray, basis_expand: np.ndarray, scales: np.ndarray) -> None:
-        """Install the frozen basis maps (:attr:`SpectralBasis.project`, ``.expand``, ``.scales``)."""
+    def set_spectral_basis(self, basis: SpectralBasis) -> None:
+        """Install the frozen basis maps :attr:`SpectralBasis.project`, ``.expand`` and ``.scales``."""
         k, c = self.config.basis_components, self.config.n_channels
-        if basis_project.shape != (k, c) or basis_expand.shape != (c, k) or scales.shape != (k,):
-            raise TempocodecError(f"spectral basis {basis_project.shape}/{basis_expand.shape} does not fit K={k}, C={c}")
+        if basis.components.shape != (k, c):
+            raise TempocodecError(f"spectral basis {basis.components.shape} does not fit K={k}, C={c}")
         with torch.no_grad():
-            self.project.copy_(torch.from_numpy(basis_project))
-            self.expand.copy_(torch.from_numpy(basis_expand))
-            self.scales.copy_(torch.from_numpy(scales))
+            self.project.copy_(torch.from_numpy(basis.project))
+            self.expand.copy_(torch.from_numpy(basis.expand))
+            self.scales.copy_(torch.from_numpy(basis.scales.astype(np.float32)))
 
     @torch.no_grad()
     def init_block_transform(self, coefficients: torch.Tensor, mask: torch.Tensor) -> np.ndarray:

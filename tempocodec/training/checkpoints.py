@@ -32,7 +32,7 @@ class LoopState:
 def save_checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer, config: TrainConfig,
                     state: LoopState) -> None:
     """Save model, optimizer, config and loop state to ``path``."""
-    _save(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
+    write_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
                  "state": asdict(state)})
 
 
@@ -49,7 +49,7 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[VAE, dict]:
     return model.to(device).eval(), checkpoint
 
 
-def _save(path: Path, payload: dict) -> None:
+def write_checkpoint(path: Path, payload: dict) -> None:
     """Write a checkpoint atomically (:func:`tempocodec.atomic.atomic_file`)."""
     with atomic_file(path, replace=ANY_FILE) as tmp:
         torch.save(payload, tmp)
