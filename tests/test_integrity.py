@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from click.testing import CliRunner
+from helpers_cli import assert_one_line_error, run_cli
 from tiny_model import FIXTURE
 
-from tempocodec.cli import main
 from tempocodec.codec import payload
 from tempocodec.codec.stored import read_stored_chunks
 from tempocodec.errors import TempocodecError
@@ -55,16 +54,6 @@ def copy(stores, fmt, tmp_path) -> Path:
     return Path(shutil.copytree(stores[fmt], tmp_path / "store.zarr"))
 
 
-def run_cli(*args) -> object:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def every_reader_refuses(store: Path, tmp_path: Path, *fragments: str, info: bool = True) -> None:

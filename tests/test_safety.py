@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
-from click.testing import CliRunner
+from helpers_cli import assert_one_line_error, run_cli
 
 import tempocodec.granule.netcdf as netcdf_module
 import tempocodec.runtime.store as store_module
 from tempocodec.atomic import ANY_FILE, Replaceable, atomic_dir, atomic_file
-from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.evaluation.report import write_report
 from tempocodec.evaluation.run import evaluate_store
@@ -46,17 +45,6 @@ def store(granule, tiny_models, tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args) -> object:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def dead_pid() -> int:

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from click.testing import CliRunner
+from helpers_cli import assert_one_line_error, run_cli
 from tiny_model import model_variant
 
 import tempocodec.runtime.store as store_module
-from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import read_l1b, write_l1b
 from tempocodec.runtime.artifacts import MODELS_ENV
@@ -50,16 +49,6 @@ def v3_store(uv_granule, tiny_models, tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def same_attrs(a: dict, b: dict) -> bool:
