@@ -57,16 +57,21 @@ def _limit_malloc_arenas() -> None:
 @click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
 @click.option("--drop-radiance-error", is_flag=True, help="Do not store radiance_error.")
+@click.option("--error-bound", type=float, default=None, metavar="K",
+              help="Every valid radiance value decodes within K times its radiance_error (adds the residual layer).")
+@click.option("--ratio", type=float, default=None, metavar="R",
+              help="The smallest error bound at which the radiance compresses about R times.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a store (never anything else).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtype: str, zarr_format: str,
-             drop_radiance_error: bool, overwrite: bool, quiet: bool) -> None:
-    """Compress the TEMPO L1B GRANULE into the Zarr store OUT."""
+             drop_radiance_error: bool, error_bound: float | None, ratio: float | None, overwrite: bool,
+             quiet: bool) -> None:
+    """Compress the TEMPO L1B GRANULE into the Zarr store OUT (latent only unless --error-bound or --ratio)."""
     from tempocodec.runtime.store import compress_granule
 
     summary = compress_granule(granule, out, bands=band, model=model, latent_dtype=latent_dtype,
                                zarr_format=3 if zarr_format == "3" else 2, drop_radiance_error=drop_radiance_error,
-                               overwrite=overwrite, progress=not quiet)
+                               error_bound=error_bound, ratio=ratio, overwrite=overwrite, progress=not quiet)
     if not quiet:
         _print_summary(summary)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tempocodec.codec.residual import ResidualSpec, f32
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import RADIANCE_FILL as L1B_RADIANCE_FILL
 from tempocodec.runtime.artifacts import (
@@ -34,11 +35,6 @@ RADIANCE_FILL = float(L1B_RADIANCE_FILL)
 _WHERE = f"{CODEC_NAME} codec configuration"
 _HEX = frozenset("0123456789abcdef")
 _F32_MAX = float(np.finfo(np.float32).max)
-
-
-def _f32(value: float) -> float:
-    """``value`` rounded to float32, as the shortest Python float that rounds back to the same float32."""
-    return float(str(np.float32(value)))
 
 
 # --------------------------------------------------------------------------------------------------- parse helpers
@@ -68,7 +64,7 @@ def parse_statistics(mu: Sequence[float], sigma: Sequence[float]) -> tuple[tuple
         raise TempocodecError(f"{_WHERE}: 'mu' {mu32.shape} and 'sigma' {sigma32.shape} must be equal-length lists")
     if not (np.isfinite(mu32).all() and np.isfinite(sigma32).all() and (sigma32 > 0).all()):
         raise TempocodecError(f"{_WHERE}: 'mu' and 'sigma' must be finite and 'sigma' > 0")
-    return tuple(_f32(v) for v in mu32), tuple(_f32(v) for v in sigma32)
+    return tuple(f32(v) for v in mu32), tuple(f32(v) for v in sigma32)
 
 
 def parse_latent_dtype(data: object) -> str:
@@ -99,7 +95,7 @@ def parse_optional_float(data: object, key: str) -> float | None:
         value = math.nan
     if not abs(value) <= _F32_MAX:  # NaN, infinities and what float32 would make infinite
         raise TempocodecError(f"{_WHERE}: '{key}' must be a finite float32 number, got {data!r}")
-    return _f32(value)
+    return f32(value)
 
 
 def parse_valid_range(valid_min: object, valid_max: object) -> tuple[float | None, float | None]:
@@ -120,8 +116,9 @@ class CodecConfig:
     ``mu``, ``sigma``: the model's float32 normalization ``(n_channels,)``; ``tile``: chunk ``(rows, cols)`` in pixels;
     ``fill_value``: the source's fill value, which marks invalid elements on encode and which every invalid element
     decodes to (None: the array's fill value, v3 only); ``valid_min``, ``valid_max``: the source's declared valid range
-    in radiance units (None: no bound beyond ``0 < L < 1e30``). The last three are optional keys in the JSON (stores
-    written before they existed decode as before).
+    in radiance units (None: no bound beyond ``0 < L < 1e30``); ``residual``: the residual layer of an error-bounded
+    or rate-controlled array (:class:`~tempocodec.codec.residual.ResidualSpec`, None: latent only). The last four are
+    optional keys in the JSON (stores written before they existed decode as before).
     """
 
     model: str
@@ -133,14 +130,18 @@ class CodecConfig:
     fill_value: float | None
     valid_min: float | None = None
     valid_max: float | None = None
+    residual: ResidualSpec | None = None
 
     @classmethod
     def parse(cls, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
               latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
-              valid_min: float | None = None, valid_max: float | None = None) -> CodecConfig:
+              valid_min: float | None = None, valid_max: float | None = None,
+              residual: ResidualSpec | dict[str, Any] | None = None) -> CodecConfig:
         """Check and normalize raw configuration values (from JSON or from Python)."""
         mu_t, sigma_t = parse_statistics(mu, sigma)
         lo, hi = parse_valid_range(valid_min, valid_max)
+        if residual is not None and not isinstance(residual, ResidualSpec):
+            residual = ResidualSpec.parse(residual, len(mu_t))
         return cls(
             model=parse_model(model),
             model_sha256=parse_sha256(model_sha256),
@@ -151,6 +152,7 @@ class CodecConfig:
             fill_value=parse_optional_float(fill_value, "fill_value"),
             valid_min=lo,
             valid_max=hi,
+            residual=residual,
         )
 
     @property
@@ -173,7 +175,8 @@ class CodecConfig:
             "latent_dtype": self.latent_dtype,
             "tile": list(self.tile),
         }
-        optional = {"fill_value": self.fill_value, "valid_min": self.valid_min, "valid_max": self.valid_max}
+        optional = {"fill_value": self.fill_value, "valid_min": self.valid_min, "valid_max": self.valid_max,
+                    "residual": None if self.residual is None else self.residual.to_json()}
         return data | {key: value for key, value in optional.items() if value is not None}
 
     def summary(self) -> str:
@@ -181,7 +184,8 @@ class CodecConfig:
         the fill value and valid range when set (the statistics, 2 × ``n_channels`` floats, are left out)."""
         text = f"model={self.model!r}, sha256='{self.model_sha256[:8]}…', tile={self.tile}, latent_dtype={self.latent_dtype!r}"
         optional = {"fill_value": self.fill_value, "valid_min": self.valid_min, "valid_max": self.valid_max}
-        return "".join([text, *(f", {key}={value!r}" for key, value in optional.items() if value is not None)])
+        residual = [] if self.residual is None else [f", residual={self.residual.describe()!r}"]
+        return "".join([text, *(f", {key}={value!r}" for key, value in optional.items() if value is not None), *residual])
 
     def artifacts(self) -> ModelArtifacts:
         """The model this configuration names, checked to have its sha256 and statistics (cached per process)."""

@@ -17,12 +17,13 @@ The Zarr v3 face (:mod:`tempocodec.codec.zarr3`) and the numcodecs face (:mod:`t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from tempocodec.codec import payload
+from tempocodec.codec import payload, residual
 from tempocodec.codec.config import CODEC_NAME, LATENT_DTYPES, CodecConfig
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import INVALID_ABOVE, denormalize, normalize
@@ -80,11 +81,15 @@ def valid_radiance(raw: np.ndarray, fills: Sequence[float], config: CodecConfig)
     return valid
 
 
-def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig) -> list[bytes]:
+def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig, noise: np.ndarray | None = None,
+                 positions: Sequence[tuple[int, int]] | None = None) -> list[bytes]:
     """Compress radiance chunks float32 ``(N, rows, cols, n_channels)`` to N payloads.
 
     ``fills[i]``: a value that marks invalid elements of chunk ``i`` (the array's fill value, with which zarr pads
-    edge chunks), besides those :func:`valid_radiance` always marks.
+    edge chunks), besides those :func:`valid_radiance` always marks. ``noise``: the chunks' 1-σ noise
+    (``radiance_error``) float32 of the same shape, which the bound of a residual layer refers to (None: the
+    configuration's noise model); ``positions``: each chunk's ``(row, col)`` in the array's chunk grid, recorded in
+    its payload (None: not recorded).
     """
     _check_tiles(tiles, config)
     art = config.artifacts()
@@ -92,8 +97,7 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig)
     if rows % art.downsample or cols % art.downsample:
         raise TempocodecError(f"{CODEC_NAME}: tile {config.tile} is not a multiple of model {art.name}'s downsample "
                               f"{art.downsample}")
-    raw = np.empty((n, channels, rows, cols), dtype=np.float32)
-    _swap_last_axes(tiles.reshape(n, rows * cols, channels), raw.reshape(n, channels, rows * cols))
+    raw = _channels_first(tiles)
     valid = valid_radiance(raw, fills, config)
     x = normalize(raw, art.mu, art.sigma, axis=1)
     extents = []
@@ -118,7 +122,47 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig)
             mask = payload.compact_mask(valid[i, :, : extent[0], : extent[1]])
         else:
             latent, mask = np.zeros((art.latent_channels, 0, 0), dtype), None
-        out.append(payload.pack(payload.Payload(latent, mask, (rows, cols), extent, channels, art.downsample)))
+        position = None if positions is None else positions[i]
+        out.append(payload.Payload(latent, mask, (rows, cols), extent, channels, art.downsample, position))
+    if config.residual is not None and present:
+        out = _with_residuals(out, present, raw, valid, x, None if noise is None else _channels_first(noise), config)
+    return [payload.pack(p) for p in out]
+
+
+def _channels_first(tiles: np.ndarray) -> np.ndarray:
+    """``(N, rows, cols, C)`` float32 chunks as a new ``(N, C, rows, cols)`` float32 array."""
+    n, rows, cols, channels = tiles.shape
+    out = np.empty((n, channels, rows, cols), dtype=np.float32)
+    _swap_last_axes(np.asarray(tiles, np.float32).reshape(n, rows * cols, channels), out.reshape(n, channels, rows * cols))
+    return out
+
+
+def _latent_grid(parsed: Sequence[payload.Payload], lat_shape: tuple[int, int, int]) -> np.ndarray:
+    """The decoder's input float32 ``(N, *lat_shape)``: each payload's stored latent, its last row and column
+    repeated over the rest of the latent grid."""
+    z = np.empty((len(parsed), *lat_shape), dtype=np.float32)
+    for j, p in enumerate(parsed):
+        lat = p.latent
+        z[j] = np.pad(lat, ((0, 0), (0, lat_shape[1] - lat.shape[1]), (0, lat_shape[2] - lat.shape[2])), mode="edge")
+    return z
+
+
+def _with_residuals(payloads: list[payload.Payload], present: list[int], raw: np.ndarray, valid: np.ndarray,
+                    x: np.ndarray, noise: np.ndarray | None, config: CodecConfig) -> list[payload.Payload]:
+    """``payloads`` with the residual of each chunk in ``present`` added: the decoder runs on the stored latents, as
+    it will when decoding, and :func:`tempocodec.codec.residual.encode` codes what it misses."""
+    assert config.residual is not None
+    art = config.artifacts()
+    _, _, rows, cols = raw.shape
+    lat_shape = (art.latent_channels, rows // art.downsample, cols // art.downsample)
+    xhat = _run(art, "decoder", _latent_grid([payloads[i] for i in present], lat_shape), "z", "x")
+    out = list(payloads)
+    for j, i in enumerate(present):
+        h, w = payloads[i].extent
+        part = (slice(None), slice(0, h), slice(0, w))
+        blob = residual.encode(raw[i][part], valid[i][part], x[i][part], xhat[j][part], config.residual, art.mu,
+                               art.sigma, None if noise is None else noise[i][part])
+        out[i] = dataclasses.replace(payloads[i], residual=blob)
     return out
 
 
@@ -141,12 +185,11 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
                 f"{channels}, {art.downsample}, {lat_shape[0]}"
             )
     present = [i for i, p in enumerate(parsed) if p.extent[0]]
-    z = np.empty((len(present), *lat_shape), dtype=np.float32)
-    for j, i in enumerate(present):
-        lat = parsed[i].latent
-        z[j] = np.pad(lat, ((0, 0), (0, lat_shape[1] - lat.shape[1]), (0, lat_shape[2] - lat.shape[2])), mode="edge")
     empty = np.zeros((0, channels, rows, cols), np.float32)
-    radiance = denormalize(_run(art, "decoder", z, "z", "x"), art.mu, art.sigma, axis=1) if present else empty
+    xhat = _run(art, "decoder", _latent_grid([parsed[i] for i in present], lat_shape), "z", "x") if present else empty
+    radiance = denormalize(xhat, art.mu, art.sigma, axis=1)
+    for j, i in enumerate(present):
+        _apply_residual(radiance[j], xhat[j], parsed[i], config, f"{where} {i}")
     if present and (config.valid_min is not None or config.valid_max is not None):
         np.clip(radiance, config.valid_min, config.valid_max, out=radiance)
     out = np.empty((len(parsed), rows, cols, channels), dtype=np.float32)
@@ -164,3 +207,20 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
             inner = out[i, :h, :w]
             inner[~(p.mask if p.mask.ndim == 2 else p.mask.transpose(1, 2, 0))] = fill
     return out
+
+
+def _apply_residual(radiance: np.ndarray, xhat: np.ndarray, p: payload.Payload, config: CodecConfig, where: str) -> None:
+    """Replace the valid extent of one chunk's ``radiance`` float32 ``(C, rows, cols)`` by its residual layer's
+    reconstruction from the decoder's output ``xhat`` (same shape); raise unless the payload and the configuration
+    agree on having one."""
+    if bool(p.residual) != (config.residual is not None):
+        has = "holds a residual" if p.residual else "lacks the residual"
+        raise TempocodecError(f"{where}: chunk {has} that the array's codec configuration "
+                              f"{'does not name' if p.residual else 'names'}")
+    if config.residual is None:
+        return
+    h, w = p.extent
+    valid = np.ones((p.n_channels, h, w), dtype=bool) if p.mask is None else np.broadcast_to(p.mask, (p.n_channels, h, w))
+    art = config.artifacts()
+    radiance[:, :h, :w] = residual.decode(memoryview(p.residual), xhat[:, :h, :w], valid, config.residual, art.mu,
+                                          art.sigma, where)

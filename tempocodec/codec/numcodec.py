@@ -16,6 +16,7 @@ from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
 
 from tempocodec.codec import kernel
 from tempocodec.codec.config import CODEC_ID, RADIANCE_FILL, CodecConfig, model_config
+from tempocodec.codec.residual import ResidualSpec
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import ModelArtifacts
 
@@ -33,10 +34,11 @@ class VAENumcodec(Codec):
 
     def __init__(self, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
                  latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float = RADIANCE_FILL,
-                 valid_min: float | None = None, valid_max: float | None = None) -> None:
+                 valid_min: float | None = None, valid_max: float | None = None,
+                 residual: ResidualSpec | dict[str, Any] | None = None) -> None:
         self._config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma,
                                          latent_dtype=latent_dtype, tile=tile, fill_value=fill_value,
-                                         valid_min=valid_min, valid_max=valid_max)
+                                         valid_min=valid_min, valid_max=valid_max, residual=residual)
         fill = self._config.fill_value
         if fill is None:  # a v2 array's fill value is what every invalid element decodes to
             raise TempocodecError(f"{CODEC_ID}: 'fill_value' must be a number, got None")
@@ -75,7 +77,7 @@ class VAENumcodec(Codec):
 
 def make_numcodec(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16",
                   fill_value: float = RADIANCE_FILL, valid_min: float | None = None,
-                  valid_max: float | None = None) -> VAENumcodec:
+                  valid_max: float | None = None, residual: ResidualSpec | None = None) -> VAENumcodec:
     """The Zarr v2 (numcodecs) codec for ``model`` and a source with ``fill_value`` and valid range
-    ``[valid_min, valid_max]``; create the array with the same ``fill_value``."""
-    return VAENumcodec(**model_config(model, latent_dtype, float(fill_value), valid_min, valid_max))
+    ``[valid_min, valid_max]``, with the residual layer ``residual``; create the array with the same ``fill_value``."""
+    return VAENumcodec(**model_config(model, latent_dtype, float(fill_value), valid_min, valid_max), residual=residual)

@@ -6,7 +6,9 @@ pixel (zarr pads edge chunks at the bottom and right). The latent covers ``ceil(
 ``ceil(valid_cols / downsample)`` cells of the ``downsample``-times coarser latent grid. Which elements of the extent
 are valid is stored as one of three masks: none (all valid), a pixel mask ``(valid_rows, valid_cols)`` when each pixel
 is valid or invalid in every channel, or an element mask ``(n_channels, valid_rows, valid_cols)``; masks are
-bit-packed and zstd-compressed. Everything outside the extent is invalid.
+bit-packed and zstd-compressed. Everything outside the extent is invalid. A chunk of an error-bounded array then
+holds its residual (flag bit 2: ``<I length>`` and the bytes of :mod:`tempocodec.codec.residual`); readers before
+the residual layer refuse such a chunk (unknown flag) rather than decode it without its residual.
 
 The header (version 2) also records the chunk's ``(row, col)`` in the array's chunk grid, so that a chunk found at
 another place is refused; the codec cannot know it while encoding, so it writes "not recorded" and the store writer
@@ -42,6 +44,9 @@ NO_POSITION = 0xFFFFFFFF
 LATENT_DTYPES: dict[int, np.dtype[np.floating]] = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
 MASK_ZSTD_LEVEL = 19
 _MASK_KIND_BITS = 0b11
+RESIDUAL_FLAG = 0b100
+"""Flag bit 2: the mask is followed by ``<I length>`` and the chunk's residual (:mod:`tempocodec.codec.residual`)."""
+_RESIDUAL_LEN = struct.Struct("<I")
 _MASK_ZSTD = numcodecs.Zstd(level=MASK_ZSTD_LEVEL)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -62,7 +67,8 @@ class Payload:
     ``mask``: ``None`` (every element of the extent valid), bool ``(valid_rows, valid_cols)`` (pixel mask) or bool
     ``(n_channels, valid_rows, valid_cols)`` (element mask); True means valid.
     ``tile``: the chunk's ``(rows, cols)`` in pixels; ``extent``: ``(valid_rows, valid_cols)`` in pixels;
-    ``position``: the chunk's ``(row, col)`` in the array's chunk grid, None where not recorded.
+    ``position``: the chunk's ``(row, col)`` in the array's chunk grid, None where not recorded;
+    ``residual``: the residual layer's bytes (empty: none).
     """
 
     latent: np.ndarray
@@ -72,6 +78,7 @@ class Payload:
     n_channels: int
     downsample: int
     position: tuple[int, int] | None = None
+    residual: bytes = b""
 
     @property
     def mask_kind(self) -> MaskKind:
@@ -125,10 +132,12 @@ def pack(payload: Payload) -> bytes:
     latent = np.ascontiguousarray(payload.latent, dtype=LATENT_DTYPES[dtype_code])
     mask = b"" if payload.mask is None else _MASK_ZSTD.encode(np.packbits(payload.mask, axis=None))
     body = latent.tobytes() + mask
+    if payload.residual:
+        body += _RESIDUAL_LEN.pack(len(payload.residual)) + payload.residual
     fields = (
         MAGIC,
         VERSION,
-        int(payload.mask_kind),
+        int(payload.mask_kind) | (RESIDUAL_FLAG if payload.residual else 0),
         dtype_code,
         payload.downsample,
         payload.n_channels,
@@ -192,6 +201,7 @@ class _Header(NamedTuple):
     mask_len: int
     position: tuple[int, int] | None
     crc: int
+    residual: bool
 
 
 def _header(data: memoryview, where: str) -> _Header:
@@ -208,7 +218,7 @@ def _header(data: memoryview, where: str) -> _Header:
     _, _, flags, dtype_code, down, n_chan, n_latent, t_rows, t_cols, rows, cols, mask_len, *place, crc = layout.unpack(
         data[: layout.size]
     )
-    if flags & ~_MASK_KIND_BITS or (flags & _MASK_KIND_BITS) not in set(MaskKind):
+    if flags & ~(_MASK_KIND_BITS | RESIDUAL_FLAG) or (flags & _MASK_KIND_BITS) not in set(MaskKind):
         raise TempocodecError(f"{where}: unknown flags {flags:#04x} in the chunk header")
     if dtype_code not in LATENT_DTYPES:
         raise TempocodecError(f"{where}: unknown latent dtype code {dtype_code} in the chunk header")
@@ -220,7 +230,7 @@ def _header(data: memoryview, where: str) -> _Header:
         )
     position = None if not place or place == [NO_POSITION, NO_POSITION] else (place[0], place[1])
     return _Header(layout.size, kind, LATENT_DTYPES[dtype_code], down, n_chan, n_latent, (t_rows, t_cols),
-                   (rows, cols), mask_len, position, crc)
+                   (rows, cols), mask_len, position, crc, bool(flags & RESIDUAL_FLAG))
 
 
 def unpack(data: bytes | bytearray | memoryview, where: str = "chunk",
@@ -238,6 +248,10 @@ def unpack(data: bytes | bytearray | memoryview, where: str = "chunk",
     lat_rows, lat_cols = latent_extent(head.extent, head.downsample)
     latent_len = head.n_latent * lat_rows * lat_cols * head.dtype.itemsize
     expected = head.size + latent_len + head.mask_len
+    if head.residual:
+        residual_at = expected + _RESIDUAL_LEN.size
+        known = len(data) >= residual_at
+        expected = residual_at + (_RESIDUAL_LEN.unpack(data[expected:residual_at])[0] if known else 0)
     if len(data) != expected:
         fault = "truncated" if len(data) < expected else "has trailing bytes"
         raise TempocodecError(f"{where}: tempocodec chunk {fault} ({len(data)} bytes, the header says {expected})")
@@ -248,8 +262,10 @@ def unpack(data: bytes | bytearray | memoryview, where: str = "chunk",
     rows, cols = head.extent
     mask_shape = {MaskKind.ALL_VALID: None, MaskKind.PIXEL: (rows, cols), MaskKind.ELEMENT: (head.n_channels, rows, cols)}
     shape = mask_shape[head.kind]
-    mask = None if shape is None else _unpack_mask(body[latent_len:], shape, where)
-    return Payload(latent, mask, head.tile, head.extent, head.n_channels, head.downsample, head.position)
+    mask_end = latent_len + head.mask_len
+    mask = None if shape is None else _unpack_mask(body[latent_len:mask_end], shape, where)
+    residual = bytes(body[mask_end + _RESIDUAL_LEN.size :]) if head.residual else b""
+    return Payload(latent, mask, head.tile, head.extent, head.n_channels, head.downsample, head.position, residual)
 
 
 def _unpack_mask(blob: memoryview, shape: tuple[int, ...], where: str) -> np.ndarray:

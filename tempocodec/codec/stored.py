@@ -267,6 +267,41 @@ def _placed(layout: Layout, index: tuple[int, int], data: bytes, where: str) -> 
     return bytes(out)
 
 
+def write_chunks(array: zarr.Array, chunks: ChunkBytes) -> None:
+    """Store payloads (chunk grid ``(row, col)`` -> bytes) into ``array`` (created, open for writing) as its chunk
+    objects, or as the shards that hold them: every chunk of each shard touched must be given (a shard is written
+    whole; chunks beyond the array's edge are absent, as zarr leaves them)."""
+    layout = array_layout(array)
+    if layout.per_shard is None:
+        objects = {layout.key((r, c, 0)): data for (r, c), data in chunks.items()}
+    else:
+        rows, cols = layout.per_shard
+        shards: dict[tuple[int, int], dict[tuple[int, int], bytes]] = {}
+        for (r, c), data in chunks.items():
+            shards.setdefault((r // rows, c // cols), {})[(r % rows, c % cols)] = data
+        objects = {layout.key((i, j, 0)): _shard_object(layout, inner) for (i, j), inner in shards.items()}
+    _run(_set_all(array.store, objects))
+
+
+def _shard_object(layout: Layout, inner: dict[tuple[int, int], bytes]) -> bytes:
+    """The bytes of one shard holding the chunks ``inner`` (keyed by ``(row, col)`` inside the shard), laid out as
+    :func:`_shard_index` reads them."""
+    assert layout.per_shard is not None
+    rows, cols = layout.per_shard
+    index = np.full((rows, cols, 2), _NO_CHUNK, dtype=f"{layout.index_order}u8")
+    index_size = rows * cols * 16 + (4 if layout.index_crc else 0)
+    offset = 0 if layout.index_at_end else index_size
+    parts = []
+    for a, b in sorted(inner):
+        index[a, b] = offset, len(inner[(a, b)])
+        parts.append(inner[(a, b)])
+        offset += len(inner[(a, b)])
+    head = index.tobytes()
+    if layout.index_crc:
+        head = bytes(CRC32C().encode(head))
+    return b"".join(parts) + head if layout.index_at_end else head + b"".join(parts)
+
+
 async def _set_all(store: Store, objects: dict[str, bytes]) -> None:
     """Store each of ``objects`` (key -> bytes), at most ``async.concurrency`` writes at a time."""
     limit = asyncio.Semaphore(int(zarr.config.get("async.concurrency")))

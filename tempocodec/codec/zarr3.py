@@ -18,6 +18,7 @@ from zarr.abc.codec import ArrayBytesCodec
 
 from tempocodec.codec import kernel
 from tempocodec.codec.config import CODEC_NAME, CodecConfig, model_config
+from tempocodec.codec.residual import ResidualSpec
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import ModelArtifacts
 
@@ -45,9 +46,11 @@ class VAECodec(ArrayBytesCodec):
 
     def __init__(self, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
                  latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
-                 valid_min: float | None = None, valid_max: float | None = None) -> None:
+                 valid_min: float | None = None, valid_max: float | None = None,
+                 residual: ResidualSpec | dict[str, Any] | None = None) -> None:
         config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma, latent_dtype=latent_dtype,
-                                   tile=tile, fill_value=fill_value, valid_min=valid_min, valid_max=valid_max)
+                                   tile=tile, fill_value=fill_value, valid_min=valid_min, valid_max=valid_max,
+                                   residual=residual)
         object.__setattr__(self, "config", config)
 
     @classmethod
@@ -136,7 +139,9 @@ async def _batched(run: Any, items: list[tuple[Any, Any]]) -> list[Any]:
 
 
 def make_codec(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16", fill_value: float | None = None,
-               valid_min: float | None = None, valid_max: float | None = None) -> VAECodec:
-    """The Zarr v3 codec for ``model`` and a source with ``fill_value`` and valid range ``[valid_min, valid_max]``;
-    ``fill_value`` None decodes invalid elements to the array's fill value."""
-    return VAECodec(**model_config(model, latent_dtype, fill_value, valid_min, valid_max))
+               valid_min: float | None = None, valid_max: float | None = None,
+               residual: ResidualSpec | None = None) -> VAECodec:
+    """The Zarr v3 codec for ``model`` and a source with ``fill_value`` and valid range ``[valid_min, valid_max]``,
+    with the residual layer ``residual`` (None: latent only); ``fill_value`` None decodes invalid elements to the
+    array's fill value."""
+    return VAECodec(**model_config(model, latent_dtype, fill_value, valid_min, valid_max), residual=residual)

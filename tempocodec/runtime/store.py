@@ -37,17 +37,20 @@ from zarr.storage import LocalStore
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
 from tempocodec.codec import payload
+from tempocodec.codec.config import CodecConfig, model_config
 from tempocodec.codec.numcodec import make_numcodec
+from tempocodec.codec.residual import ResidualSpec
+from tempocodec.codec.residual_fit import Sample, fit_residual, sample_cols, sample_rows
 from tempocodec.codec.stored import place_chunks, read_stored_chunks
 from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
-from tempocodec.granule.netcdf import NETCDF_FILE
+from tempocodec.granule.netcdf import NETCDF_FILE, materialise
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
+from tempocodec.runtime.streaming import Filler, bounded_workers, to_zarr, write_bounded, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
@@ -114,6 +117,8 @@ def compress_granule(
     latent_dtype: str = "float16",
     zarr_format: ZarrFormat = 3,
     drop_radiance_error: bool = False,
+    error_bound: float | None = None,
+    ratio: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> StoreSummary:
@@ -124,8 +129,13 @@ def compress_granule(
     into place at the end (:mod:`tempocodec.atomic`), so an interrupted run leaves nothing; an existing ``dst``
     is replaced only with ``overwrite``, only when it is a store (or an empty directory), and only by a complete
     store. Without ``overwrite``, a ``dst`` that another run puts in place meanwhile is not replaced either.
+
+    ``error_bound`` K adds the residual layer (:mod:`tempocodec.codec.residual`) so that every valid radiance value
+    decodes within K times its ``radiance_error``; ``ratio`` instead picks the smallest such bound at which the
+    radiance compresses about that many times. Neither: the latent alone (about 1000×, no bound).
     """
     dst = Path(dst)
+    residual = ResidualRequest.parse(error_bound, ratio)
     if bands not in BAND_CHOICES:
         raise TempocodecError(f"unknown band selection {bands!r}: choose one of {', '.join(BAND_CHOICES)}")
     replace = STORE if overwrite else None
@@ -140,9 +150,11 @@ def compress_granule(
         _write_root(tmp, granule.root, granule.attrs, zarr_format, dtypes)
         for band in present:
             ds = granule.band(band)
+            noise = ds.get("radiance_error")
             if drop_radiance_error:
                 ds = ds.drop_vars("radiance_error", errors="ignore")
-            summary[band] = _write_band(tmp, band, ds, chosen.get(band), latent_dtype, zarr_format, dtypes, progress)
+            coding = BandCoding(chosen.get(band), latent_dtype, residual, noise)
+            summary[band] = _write_band(tmp, band, ds, coding, zarr_format, dtypes, progress)
         _finish(tmp, granule, summary, dtypes, zarr_format)
     return store_info(dst)
 
@@ -175,17 +187,47 @@ def _lossless(ds: xr.Dataset, group: str, zarr_format: ZarrFormat, dtypes: dict[
     return ds, encoding
 
 
+@dataclass(frozen=True)
+class ResidualRequest:
+    """What the user asked of the residual layer: an error bound K (units of σ) or a target ratio, or neither."""
+
+    bound: float | None = None
+    ratio: float | None = None
+
+    @classmethod
+    def parse(cls, bound: float | None, ratio: float | None) -> ResidualRequest | None:
+        """The request, None for latent only; a one-line error for both, or for a non-positive value."""
+        if bound is not None and ratio is not None:
+            raise TempocodecError("give --error-bound or --ratio, not both")
+        if bound is not None and not 0 < bound < float("inf"):
+            raise TempocodecError(f"--error-bound must be a positive number of radiance_error units, got {bound}")
+        if ratio is not None and not 1 < ratio < float("inf"):
+            raise TempocodecError(f"--ratio must be a number above 1, got {ratio}")
+        return None if bound is None and ratio is None else cls(bound, ratio)
+
+
+@dataclass(frozen=True)
+class BandCoding:
+    """How one band's radiance is coded: its model (None: lossless), latent dtype, residual request and the band's
+    ``radiance_error`` (what a bound refers to; kept here even when the store drops it)."""
+
+    model: ModelArtifacts | None
+    latent_dtype: str
+    residual: ResidualRequest | None
+    noise: xr.DataArray | None
+
+
 def _write_band(
     tmp: Path,
     band: str,
     ds: xr.Dataset,
-    model: ModelArtifacts | None,
-    latent_dtype: str,
+    coding: BandCoding,
     zarr_format: ZarrFormat,
     dtypes: dict[str, str],
     progress: bool,
 ) -> dict[str, Any]:
     """One band group; returns the band's entry of the ``tempocodec.bands`` attribute."""
+    model = coding.model
     fill, valid = _fill_value(ds["radiance"]), _valid_range(ds["radiance"])
     ds, encoding = _lossless(ds, f"/{band}", zarr_format, dtypes)
     if "radiance_error" in ds:
@@ -194,6 +236,7 @@ def _write_band(
             f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), "
             f"relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
         )
+    fillers: dict[str, Filler] = {}
     if model is None:
         entry: dict[str, Any] = {"radiance": "lossless", "reason": f"no model for {band}"}
     else:
@@ -201,16 +244,75 @@ def _write_band(
             raise TempocodecError(
                 f"model {model.name} takes {model.n_channels} spectral channels, {band} has {ds.sizes['spectral_channel']}"
             )
-        encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, valid, zarr_format)
-        entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": latent_dtype}
+        entry, encoding["radiance"], fillers = _vae_radiance(ds["radiance"], coding, fill, valid, zarr_format)
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
     with dask_progress(f"{band}", enabled=progress), bounded_workers():
-        write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK)
+        write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK, fillers=fillers)
     return entry
 
 
+def _vae_radiance(radiance: xr.DataArray, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],
+                  zarr_format: ZarrFormat) -> tuple[dict[str, Any], dict[str, Any], dict[str, Filler]]:
+    """The band entry, zarr encoding and fillers of a VAE-coded radiance (with its residual layer when asked)."""
+    assert coding.model is not None
+    model = coding.model
+    spec = None if coding.residual is None else _fit_band_residual(radiance, coding, fill, valid)
+    encoding = _radiance_encoding(model, coding.latent_dtype, fill, valid, zarr_format, spec)
+    entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": coding.latent_dtype}
+    if spec is None or coding.residual is None:
+        return entry, encoding, {}
+    filler = _bounded_filler(radiance, coding.noise, encoding, fill, zarr_format)
+    return entry | _residual_entry(spec, coding.residual), encoding, {"radiance": filler}
+
+
+def _fit_band_residual(radiance: xr.DataArray, coding: BandCoding, fill: np.float32,
+                       valid: tuple[float | None, float | None]) -> ResidualSpec:
+    """The band's residual layer, fitted on a few chunks from two stripes of the granule."""
+    assert coding.model is not None and coding.residual is not None
+    if coding.noise is None:
+        raise TempocodecError("--error-bound and --ratio need the granule's radiance_error, which this band lacks")
+    config = CodecConfig.parse(**model_config(coding.model, coding.latent_dtype, float(fill), *valid))
+    tiles, noise, covered = [], [], 0
+    for start in sample_rows(radiance.shape[0], TILE):
+        rows = slice(start, start + TILE)
+        for first in sample_cols(radiance.shape[1], TILE):
+            cols = slice(first, first + TILE)
+            block = [np.asarray(materialise(v[rows, cols]), np.float32) for v in (radiance.data, coding.noise.data)]
+            tiles.append(_pad_tile(block[0], fill))
+            noise.append(_pad_tile(block[1], np.float32(np.nan)))
+            covered += block[0].nbytes
+    sample = Sample(np.stack(tiles), np.stack(noise), float(fill), covered)
+    return fit_residual(sample, config, bound=coding.residual.bound, ratio=coding.residual.ratio)
+
+
+def _pad_tile(block: np.ndarray, pad: np.float32) -> np.ndarray:
+    """A ``(rows, cols, C)`` block as a full ``(TILE, TILE, C)`` chunk padded with ``pad``."""
+    out = np.full((TILE, TILE, block.shape[2]), pad, dtype=np.float32)
+    out[: block.shape[0], : block.shape[1]] = block
+    return out
+
+
+def _residual_entry(spec: ResidualSpec, request: ResidualRequest) -> dict[str, Any]:
+    """The band entry's description of its residual layer: mode, bound (units of radiance_error), settings."""
+    mode = {"mode": "ratio", "target_ratio": request.ratio} if request.ratio else {"mode": "error-bound"}
+    return mode | {"error_bound": spec.bound, "residual": spec.describe()}
+
+
+def _bounded_filler(radiance: xr.DataArray, noise: xr.DataArray | None, encoding: dict[str, Any], fill: np.float32,
+                    zarr_format: ZarrFormat) -> Filler:
+    """What fills an error-bounded radiance array: :func:`write_bounded` with the band's noise."""
+    codec = encoding["serializer"] if zarr_format == 3 else encoding["compressors"][0]
+    assert noise is not None
+    cols = SHARD_XTRACK if zarr_format == 3 else TILE
+
+    def fill_array(target: zarr.Array) -> None:
+        write_bounded(radiance.data, noise.data, target, codec.config, float(fill), cols)
+
+    return fill_array
+
+
 def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float32, valid: tuple[float | None, float | None],
-                       zarr_format: ZarrFormat) -> dict[str, Any]:
+                       zarr_format: ZarrFormat, residual: ResidualSpec | None = None) -> dict[str, Any]:
     """Zarr encoding of a radiance array through the VAE codec (sharded on v3), given the source's fill value and
     valid range ``(valid_min, valid_max)``: the codec takes both, and the zarr array's own fill value is the source's
     too, so that zarr's padding and chunks it never stores read as that fill."""
@@ -218,7 +320,7 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
     if zarr_format == 3:
         return {
             "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=float(fill),
-                                     valid_min=valid[0], valid_max=valid[1]),
+                                     valid_min=valid[0], valid_max=valid[1], residual=residual),
             "compressors": None,
             "filters": None,
             "chunks": chunks,
@@ -228,7 +330,7 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
         }
     return {
         "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=float(fill),
-                                      valid_min=valid[0], valid_max=valid[1])],
+                                      valid_min=valid[0], valid_max=valid[1], residual=residual)],
         "filters": None,
         "chunks": chunks,
         "_FillValue": fill,
@@ -288,7 +390,7 @@ def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[s
     every object written, and consolidate the metadata so ``xr.open_zarr`` opens it directly."""
     root = zarr.open_group(tmp, mode="r+", zarr_format=zarr_format)
     for band, entry in bands.items():
-        if entry["radiance"] == "vae":
+        if entry["radiance"] == "vae" and "residual" not in entry:  # the bounded writer records positions itself
             place_chunks(store_node(store_node(root, band, zarr.Group, tmp), "radiance", zarr.Array, tmp))
     root.attrs["tempocodec"] = {
         "format": STORE_FORMAT,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from tempocodec.codec.config import CodecConfig
+from tempocodec.codec.kernel import MAX_BATCH, encode_tiles
+from tempocodec.codec.stored import write_chunks
 from tempocodec.granule.l1b import RADIANCE_DIMS
 from tempocodec.granule.netcdf import materialise
 from tempocodec.prepare.tiles import TILE
@@ -57,13 +60,18 @@ def to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict | None
                    **kwargs)
 
 
+Filler = Callable[[zarr.Array], None]
+"""Fills one created array of a group (see ``fillers`` of :func:`write_group`)."""
+
+
 def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict], zarr_format: Literal[2, 3],
-                chunks: dict[str, int], column: int) -> None:
+                chunks: dict[str, int], column: int, fillers: dict[str, Filler] | None = None) -> None:
     """Write ``ds`` as the new group ``group`` of the store at ``path`` with the per-variable ``encoding``.
 
     Variables other than the spectral ones are chunked by ``chunks`` (dim -> size) and written in one call; the
     spectral arrays are then created by xarray (metadata only) and filled stripe by stripe (:func:`write_stripes`),
-    ``column`` pixels across at a time (a multiple of their chunks across: a whole number of shards or chunks).
+    ``column`` pixels across at a time (a multiple of their chunks across: a whole number of shards or chunks),
+    except those named in ``fillers``, which fill their own array.
     """
     spectral = [str(name) for name, var in ds.data_vars.items() if var.dims == RADIANCE_DIMS]
     rest = ds.drop_vars(spectral)
@@ -77,6 +85,9 @@ def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict
     for name in spectral:
         var = ds[name].variable
         target = zarr.open_array(store=path, path=f"{group}/{name}", mode="r+", zarr_format=zarr_format)
+        if fillers and name in fillers:
+            fillers[name](target)
+            continue
         write_stripes(var.data, target, encoding.get(name, {}).get("_FillValue", var.attrs.get("_FillValue")),
                       column)
 
@@ -95,6 +106,42 @@ def write_stripes(data: Any, target: zarr.Array, fill: Any, cols: int) -> None:
         for first in range(0, width, cols):
             target[rows, first : first + cols] = _nan_to_fill(stripe[:, first : first + cols], fill)
         del stripe  # freed before the next stripe is read
+
+
+def write_bounded(radiance: Any, noise: Any, target: zarr.Array, config: CodecConfig, fill: float, cols: int) -> None:
+    """Fill the VAE-coded radiance array ``target`` with ``radiance`` ``(mirror_step, xtrack, spectral_channel)``,
+    encoding here, with ``noise`` (``radiance_error``, same shape), rather than through zarr's codec pipeline: the
+    residual layer's bound refers to each value's own noise, which a zarr codec cannot see. One stripe of
+    :data:`TILE` mirror steps at a time, ``cols`` pixels (one shard) at a time; each payload records its position.
+    """
+    steps, width = radiance.shape[:2]
+    tile_rows, tile_cols = config.tile
+    for start in range(0, steps, tile_rows):
+        rows = slice(start, min(start + tile_rows, steps))
+        stripe = _nan_to_fill(materialise(radiance[rows]), fill)
+        sigma = np.asarray(materialise(noise[rows]), np.float32)
+        for first in range(0, width, cols):
+            block = stripe[:, first : first + cols]
+            tiles, positions = _tiles(block, (start // tile_rows, first // tile_cols), config.tile, fill)
+            noise_tiles, _ = _tiles(sigma[:, first : first + cols], (0, 0), config.tile, np.nan)
+            blobs: list[bytes] = []
+            for i in range(0, len(tiles), MAX_BATCH):
+                part = slice(i, i + MAX_BATCH)
+                blobs += encode_tiles(tiles[part], [fill] * len(tiles[part]), config, noise_tiles[part], positions[part])
+            write_chunks(target, dict(zip(positions, blobs, strict=True)))
+        del stripe, sigma  # freed before the next stripe is read
+
+
+def _tiles(block: np.ndarray, origin: tuple[int, int], tile: tuple[int, int], pad: float
+           ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The chunks of ``block`` ``(rows, cols, C)`` as float32 ``(N, *tile, C)`` (edges padded with ``pad``, as zarr
+    pads edge chunks) and their chunk grid positions, counted from ``origin``."""
+    rows, cols, channels = block.shape
+    n_r, n_c = -(-rows // tile[0]), -(-cols // tile[1])
+    padded = np.full((n_r * tile[0], n_c * tile[1], channels), pad, dtype=np.float32)
+    padded[:rows, :cols] = block
+    tiles = padded.reshape(n_r, tile[0], n_c, tile[1], channels).swapaxes(1, 2).reshape(-1, *tile, channels)
+    return tiles, [(origin[0] + r, origin[1] + c) for r in range(n_r) for c in range(n_c)]
 
 
 def _nan_to_fill(values: np.ndarray, fill: Any) -> np.ndarray:
