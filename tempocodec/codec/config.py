@@ -30,7 +30,12 @@ from tempocodec.runtime.artifacts import (
 
 CODEC_NAME = "tempocodec.vae"
 CODEC_ID = "tempocodec_vae"
-LATENT_DTYPES: dict[str, np.dtype[np.floating]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+LATENT_DTYPES: dict[str, np.dtype[np.floating]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4"),
+                                                   "quantized": np.dtype("<f4")}
+"""How latents are stored: float16, float32, or quantized to multiples of ``latent_step`` and entropy coded."""
+DEFAULT_LATENT_STEP = 0.02
+"""Quantization step of ``quantized`` latents (latent units) unless one is given: the latent-only error grows by
+< 1 % over float16 latents while they take ~6 bits instead of 16 (docs/benchmarks.md)."""
 RADIANCE_FILL = float(L1B_RADIANCE_FILL)
 _WHERE = f"{CODEC_NAME} codec configuration"
 _HEX = frozenset("0123456789abcdef")
@@ -65,6 +70,19 @@ def parse_statistics(mu: Sequence[float], sigma: Sequence[float]) -> tuple[tuple
     if not (np.isfinite(mu32).all() and np.isfinite(sigma32).all() and (sigma32 > 0).all()):
         raise TempocodecError(f"{_WHERE}: 'mu' and 'sigma' must be finite and 'sigma' > 0")
     return tuple(f32(v) for v in mu32), tuple(f32(v) for v in sigma32)
+
+
+def parse_latent_step(latent_dtype: str, data: object) -> float | None:
+    """The quantization step of ``quantized`` latents: a positive float32 (default :data:`DEFAULT_LATENT_STEP`);
+    None for float latents, which take none."""
+    if latent_dtype != "quantized":
+        if data is not None:
+            raise TempocodecError(f"{_WHERE}: 'latent_step' is only for 'quantized' latents, not {latent_dtype!r}")
+        return None
+    step = parse_optional_float(DEFAULT_LATENT_STEP if data is None else data, "latent_step")
+    if step is None or step <= 0:
+        raise TempocodecError(f"{_WHERE}: 'latent_step' must be a positive number, got {data!r}")
+    return step
 
 
 def parse_latent_dtype(data: object) -> str:
@@ -117,8 +135,9 @@ class CodecConfig:
     ``fill_value``: the source's fill value, which marks invalid elements on encode and which every invalid element
     decodes to (None: the array's fill value, v3 only); ``valid_min``, ``valid_max``: the source's declared valid range
     in radiance units (None: no bound beyond ``0 < L < 1e30``); ``residual``: the residual layer of an error-bounded
-    or rate-controlled array (:class:`~tempocodec.codec.residual.ResidualSpec`, None: latent only). The last four are
-    optional keys in the JSON (stores written before they existed decode as before).
+    or rate-controlled array (:class:`~tempocodec.codec.residual.ResidualSpec`, None: latent only); ``latent_step``:
+    the quantization step of ``quantized`` latents. The last five are optional keys in the JSON (stores written
+    before they existed decode as before).
     """
 
     model: str
@@ -131,12 +150,13 @@ class CodecConfig:
     valid_min: float | None = None
     valid_max: float | None = None
     residual: ResidualSpec | None = None
+    latent_step: float | None = None
 
     @classmethod
     def parse(cls, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
               latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
               valid_min: float | None = None, valid_max: float | None = None,
-              residual: ResidualSpec | dict[str, Any] | None = None) -> CodecConfig:
+              residual: ResidualSpec | dict[str, Any] | None = None, latent_step: float | None = None) -> CodecConfig:
         """Check and normalize raw configuration values (from JSON or from Python)."""
         mu_t, sigma_t = parse_statistics(mu, sigma)
         lo, hi = parse_valid_range(valid_min, valid_max)
@@ -153,6 +173,7 @@ class CodecConfig:
             valid_min=lo,
             valid_max=hi,
             residual=residual,
+            latent_step=parse_latent_step(parse_latent_dtype(latent_dtype), latent_step),
         )
 
     @property
@@ -176,6 +197,7 @@ class CodecConfig:
             "tile": list(self.tile),
         }
         optional = {"fill_value": self.fill_value, "valid_min": self.valid_min, "valid_max": self.valid_max,
+                    "latent_step": self.latent_step,
                     "residual": None if self.residual is None else self.residual.to_json()}
         return data | {key: value for key, value in optional.items() if value is not None}
 
@@ -212,10 +234,10 @@ def _verified_model(name: str, sha256: str, mu: tuple[float, ...], sigma: tuple[
 
 def model_config(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16",
                  fill_value: float | None = None, valid_min: float | None = None,
-                 valid_max: float | None = None) -> dict[str, Any]:
-    """Codec keyword arguments for ``model`` (artifacts given directly, or loaded from a model name or directory) and
-    the source's fill value and valid range."""
+                 valid_max: float | None = None, latent_step: float | None = None) -> dict[str, Any]:
+    """Codec keyword arguments for ``model`` (artifacts given directly, or loaded from a model name or directory), the
+    source's fill value and valid range, and the step of ``quantized`` latents."""
     art = model if isinstance(model, ModelArtifacts) else load_model(resolve_model(model))
     return {"model": art.name, "model_sha256": art.sha256, "mu": art.mu, "sigma": art.sigma,
             "latent_dtype": latent_dtype, "tile": (art.tile, art.tile), "fill_value": fill_value,
-            "valid_min": valid_min, "valid_max": valid_max}
+            "valid_min": valid_min, "valid_max": valid_max, "latent_step": latent_step}

@@ -119,11 +119,14 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig,
         lat_rows, lat_cols = payload.latent_extent(extent, art.downsample)
         if extent[0]:
             latent = np.clip(means[present.index(i), :, :lat_rows, :lat_cols], -limit, limit).astype(dtype)
+            if config.latent_step is not None:  # stored as multiples of the step: what decoding will see
+                latent = np.rint(latent / np.float32(config.latent_step)) * np.float32(config.latent_step)
             mask = payload.compact_mask(valid[i, :, : extent[0], : extent[1]])
         else:
             latent, mask = np.zeros((art.latent_channels, 0, 0), dtype), None
         position = None if positions is None else positions[i]
-        out.append(payload.Payload(latent, mask, (rows, cols), extent, channels, art.downsample, position))
+        out.append(payload.Payload(latent, mask, (rows, cols), extent, channels, art.downsample, position,
+                                   latent_step=config.latent_step))
     if config.residual is not None and present:
         out = _with_residuals(out, present, raw, valid, x, None if noise is None else _channels_first(noise), config)
     return [payload.pack(p) for p in out]

@@ -35,10 +35,11 @@ class VAENumcodec(Codec):
     def __init__(self, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
                  latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float = RADIANCE_FILL,
                  valid_min: float | None = None, valid_max: float | None = None,
-                 residual: ResidualSpec | dict[str, Any] | None = None) -> None:
+                 residual: ResidualSpec | dict[str, Any] | None = None, latent_step: float | None = None) -> None:
         self._config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma,
                                          latent_dtype=latent_dtype, tile=tile, fill_value=fill_value,
-                                         valid_min=valid_min, valid_max=valid_max, residual=residual)
+                                         valid_min=valid_min, valid_max=valid_max, residual=residual,
+                                         latent_step=latent_step)
         fill = self._config.fill_value
         if fill is None:  # a v2 array's fill value is what every invalid element decodes to
             raise TempocodecError(f"{CODEC_ID}: 'fill_value' must be a number, got None")

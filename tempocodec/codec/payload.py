@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numcodecs
 import numpy as np
 
+from tempocodec.codec import entropy
 from tempocodec.errors import TempocodecError
 
 MAGIC = b"TPCV"
@@ -41,7 +42,12 @@ HEADER_V1 = struct.Struct("<4sBBBBHHHHHHII")
 """Version 1: as version 2 without the chunk position."""
 NO_POSITION = 0xFFFFFFFF
 """Chunk grid row and column of a payload whose position is not recorded."""
-LATENT_DTYPES: dict[int, np.dtype[np.floating]] = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
+LATENT_DTYPES: dict[int, np.dtype[np.floating]] = {1: np.dtype("<f2"), 2: np.dtype("<f4"), 3: np.dtype("<f4")}
+QUANTIZED = 3
+"""Latent dtype code of quantized latents: ``<f step>`` then the multiples of ``step`` entropy-coded
+(:func:`tempocodec.codec.entropy.encode_rows_gaussian`, one Gaussian per latent channel); they decode as float32."""
+_STEP = struct.Struct("<f")
+_QUANTIZED_HEAD = _STEP.size + 12  # the step, then the entropy coder's <i lo> <i hi> <I code_words>
 MASK_ZSTD_LEVEL = 19
 _MASK_KIND_BITS = 0b11
 RESIDUAL_FLAG = 0b100
@@ -68,7 +74,8 @@ class Payload:
     ``(n_channels, valid_rows, valid_cols)`` (element mask); True means valid.
     ``tile``: the chunk's ``(rows, cols)`` in pixels; ``extent``: ``(valid_rows, valid_cols)`` in pixels;
     ``position``: the chunk's ``(row, col)`` in the array's chunk grid, None where not recorded;
-    ``residual``: the residual layer's bytes (empty: none).
+    ``residual``: the residual layer's bytes (empty: none); ``latent_step``: the quantization step of a quantized
+    latent (its values are multiples of it; None: stored as its float dtype).
     """
 
     latent: np.ndarray
@@ -79,6 +86,7 @@ class Payload:
     downsample: int
     position: tuple[int, int] | None = None
     residual: bytes = b""
+    latent_step: float | None = None
 
     @property
     def mask_kind(self) -> MaskKind:
@@ -128,10 +136,13 @@ def compact_mask(valid: np.ndarray) -> np.ndarray | None:
 
 def pack(payload: Payload) -> bytes:
     """Serialize ``payload`` to the bytes of one chunk (little-endian, layout in docs/format.md)."""
-    dtype_code = _dtype_code(payload.latent.dtype)
-    latent = np.ascontiguousarray(payload.latent, dtype=LATENT_DTYPES[dtype_code])
+    if payload.latent_step is None:
+        dtype_code = _dtype_code(payload.latent.dtype)
+        latent_bytes = np.ascontiguousarray(payload.latent, dtype=LATENT_DTYPES[dtype_code]).tobytes()
+    else:
+        dtype_code, latent_bytes = QUANTIZED, _quantized_bytes(payload.latent, payload.latent_step)
     mask = b"" if payload.mask is None else _MASK_ZSTD.encode(np.packbits(payload.mask, axis=None))
-    body = latent.tobytes() + mask
+    body = latent_bytes + mask
     if payload.residual:
         body += _RESIDUAL_LEN.pack(len(payload.residual)) + payload.residual
     fields = (
@@ -141,7 +152,7 @@ def pack(payload: Payload) -> bytes:
         dtype_code,
         payload.downsample,
         payload.n_channels,
-        latent.shape[0],
+        payload.latent.shape[0],
         *payload.tile,
         *payload.extent,
         len(mask),
@@ -149,6 +160,31 @@ def pack(payload: Payload) -> bytes:
     )
     head = HEADER.pack(*fields, 0)[:-4]
     return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+
+
+def _quantized_bytes(latent: np.ndarray, step: float) -> bytes:
+    """``<f step>`` and the entropy code of ``latent`` ``(Z, h, w)`` in multiples of ``step``."""
+    q = np.rint(np.asarray(latent, np.float64) / np.float32(step))
+    if np.abs(q).max(initial=0) >= 2**30:
+        raise TempocodecError(f"latent values too large for quantization step {step}")
+    return _STEP.pack(step) + entropy.encode_rows_gaussian(q.astype(np.int32).reshape(latent.shape[0], -1))
+
+
+def _quantized_length(body: memoryview, n_latent: int, where: str) -> int:
+    """Bytes of the quantized latent at the start of ``body`` (from its length fields, before any decoding)."""
+    if len(body) < _QUANTIZED_HEAD:
+        raise TempocodecError(f"{where}: tempocodec chunk truncated in its latent")
+    (n_words,) = struct.unpack("<I", body[_QUANTIZED_HEAD - 4 : _QUANTIZED_HEAD])
+    return _QUANTIZED_HEAD + 4 * n_latent + 4 * n_words
+
+
+def _dequantized(body: memoryview, shape: tuple[int, int, int], where: str) -> np.ndarray:
+    """The float32 latent ``shape`` of a quantized latent section ``body``."""
+    (step,) = _STEP.unpack(body[: _STEP.size])
+    if not (np.isfinite(step) and step > 0):
+        raise TempocodecError(f"{where}: latent quantization step {step} is not a positive number")
+    q, _ = entropy.decode_rows_gaussian(body[_STEP.size :], shape[0], shape[1] * shape[2], where)
+    return (q.astype(np.float32) * np.float32(step)).reshape(shape)
 
 
 def _position_fields(position: tuple[int, int] | None) -> tuple[int, int]:
@@ -202,6 +238,7 @@ class _Header(NamedTuple):
     position: tuple[int, int] | None
     crc: int
     residual: bool
+    quantized: bool
 
 
 def _header(data: memoryview, where: str) -> _Header:
@@ -230,7 +267,7 @@ def _header(data: memoryview, where: str) -> _Header:
         )
     position = None if not place or place == [NO_POSITION, NO_POSITION] else (place[0], place[1])
     return _Header(layout.size, kind, LATENT_DTYPES[dtype_code], down, n_chan, n_latent, (t_rows, t_cols),
-                   (rows, cols), mask_len, position, crc, bool(flags & RESIDUAL_FLAG))
+                   (rows, cols), mask_len, position, crc, bool(flags & RESIDUAL_FLAG), dtype_code == QUANTIZED)
 
 
 def unpack(data: bytes | bytearray | memoryview, where: str = "chunk",
@@ -246,7 +283,9 @@ def unpack(data: bytes | bytearray | memoryview, where: str = "chunk",
         raise TempocodecError(f"{where}: chunk header says tile {head.tile} of {head.n_channels} channels, the array's "
                               f"chunks are {tuple(chunk_shape)}")
     lat_rows, lat_cols = latent_extent(head.extent, head.downsample)
-    latent_len = head.n_latent * lat_rows * lat_cols * head.dtype.itemsize
+    quantized = head.quantized
+    latent_len = (_quantized_length(data[head.size :], head.n_latent, where) if quantized
+                  else head.n_latent * lat_rows * lat_cols * head.dtype.itemsize)
     expected = head.size + latent_len + head.mask_len
     if head.residual:
         residual_at = expected + _RESIDUAL_LEN.size
@@ -258,14 +297,18 @@ def unpack(data: bytes | bytearray | memoryview, where: str = "chunk",
     body = data[head.size :]
     if zlib.crc32(body, zlib.crc32(data[: head.size - 4])) != head.crc:
         raise TempocodecError(f"{where}: tempocodec chunk is corrupt (CRC-32 mismatch)")
-    latent = np.frombuffer(body[:latent_len], dtype=head.dtype).reshape(head.n_latent, lat_rows, lat_cols)
+    shape3 = (head.n_latent, lat_rows, lat_cols)
+    latent = (_dequantized(body[:latent_len], shape3, where) if quantized
+              else np.frombuffer(body[:latent_len], dtype=head.dtype).reshape(shape3))
     rows, cols = head.extent
     mask_shape = {MaskKind.ALL_VALID: None, MaskKind.PIXEL: (rows, cols), MaskKind.ELEMENT: (head.n_channels, rows, cols)}
     shape = mask_shape[head.kind]
     mask_end = latent_len + head.mask_len
     mask = None if shape is None else _unpack_mask(body[latent_len:mask_end], shape, where)
     residual = bytes(body[mask_end + _RESIDUAL_LEN.size :]) if head.residual else b""
-    return Payload(latent, mask, head.tile, head.extent, head.n_channels, head.downsample, head.position, residual)
+    step = _STEP.unpack(body[: _STEP.size])[0] if quantized else None
+    return Payload(latent, mask, head.tile, head.extent, head.n_channels, head.downsample, head.position, residual,
+                   step)
 
 
 def _unpack_mask(blob: memoryview, shape: tuple[int, ...], where: str) -> np.ndarray:

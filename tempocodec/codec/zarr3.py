@@ -47,10 +47,10 @@ class VAECodec(ArrayBytesCodec):
     def __init__(self, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
                  latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
                  valid_min: float | None = None, valid_max: float | None = None,
-                 residual: ResidualSpec | dict[str, Any] | None = None) -> None:
+                 residual: ResidualSpec | dict[str, Any] | None = None, latent_step: float | None = None) -> None:
         config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma, latent_dtype=latent_dtype,
                                    tile=tile, fill_value=fill_value, valid_min=valid_min, valid_max=valid_max,
-                                   residual=residual)
+                                   residual=residual, latent_step=latent_step)
         object.__setattr__(self, "config", config)
 
     @classmethod
