@@ -5,14 +5,29 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tempocodec.bands import BAND_CHOICES, BANDS
+from tempocodec.cli_options import (
+    band_group,
+    band_option,
+    finish_batch,
+    is_batch,
+    print_table,
+    require_torch,
+    run_batch,
+    split_out,
+    summary_json,
+)
 from tempocodec.errors import TempocodecError
 
-SINGLE_BANDS = [key for key, bands in BAND_CHOICES.items() if len(bands) == 1]
+WORKERS = click.option("--workers", type=click.IntRange(min=1), default=None,
+                       help="Inputs at a time, each in a local worker process (batch form; default 1, in this process).")
+SCHEDULER = click.option("--scheduler", default=None, metavar="ADDRESS",
+                         help="Run one task per input on the dask.distributed scheduler at ADDRESS (batch form).")
 MALLOC_ARENAS = 2
 """glibc malloc arenas a command may use (``M_ARENA_MAX``; glibc's default is 8 per CPU): the worker threads of zarr,
 dask and ONNX Runtime each free tens of MB of chunk buffers into arenas of their own, which glibc does not give
@@ -49,9 +64,8 @@ def _limit_malloc_arenas() -> None:
 
 
 @main.command()
-@click.argument("granule", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--band", type=click.Choice(list(BAND_CHOICES)), default="uv", show_default=True, help="Bands to store.")
+@click.argument("paths", nargs=-1, required=True, metavar="GRANULE... OUT")
+@band_option(several=True, help="Bands to store.")
 @click.option("--model", default=None, help="Model name (looked up in the trusted model directories) or a model directory "
               "path (default: the released model of each band).")
 @click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
@@ -62,48 +76,79 @@ def _limit_malloc_arenas() -> None:
 @click.option("--ratio", type=float, default=None, metavar="R",
               help="The smallest error bound at which the radiance compresses about R times.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a store (never anything else).")
+@WORKERS
+@SCHEDULER
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtype: str, zarr_format: str,
+def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype: str, zarr_format: str,
              drop_radiance_error: bool, error_bound: float | None, ratio: float | None, overwrite: bool,
-             quiet: bool) -> None:
-    """Compress the TEMPO L1B GRANULE into the Zarr store OUT (latent only unless --error-bound or --ratio)."""
+             workers: int | None, scheduler: str | None, quiet: bool) -> None:
+    """Compress the TEMPO L1B GRANULE into the Zarr store OUT (latent only unless --error-bound or --ratio); with
+    several granules (paths, globs, directories), each into OUT/<name>.zarr. A granule may be an fsspec URL
+    (file://, s3://, ...)."""
+    from tempocodec.runtime.batch import compress_granules
     from tempocodec.runtime.store import compress_granule
 
-    summary = compress_granule(granule, out, bands=band, model=model, latent_dtype=latent_dtype,
-                               zarr_format=3 if zarr_format == "3" else 2, drop_radiance_error=drop_radiance_error,
-                               error_bound=error_bound, ratio=ratio, overwrite=overwrite, progress=not quiet)
-    if not quiet:
+    inputs, out = split_out(paths, "GRANULE")
+    options: dict[str, Any] = {"bands": band, "model": model, "latent_dtype": latent_dtype,
+                               "zarr_format": 3 if zarr_format == "3" else 2,
+                               "drop_radiance_error": drop_radiance_error, "error_bound": error_bound, "ratio": ratio,
+                               "overwrite": overwrite}
+    if not is_batch(inputs, workers, scheduler):
+        summary = compress_granule(inputs[0], out, progress=not quiet, **options)
+        if not quiet:
+            _print_summary(summary)
+        return
+    started = time.perf_counter()
+    report = run_batch(lambda client: compress_granules(inputs, out, client=client, workers=workers or 1,
+                                                        progress=not quiet, **options), scheduler)
+    finish_batch(report, "compressed", out, started, quiet)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="STORE... OUT")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a netCDF-4 file (never anything else).")
+@WORKERS
+@SCHEDULER
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def decompress(paths: tuple[str, ...], overwrite: bool, workers: int | None, scheduler: str | None, quiet: bool) -> None:
+    """Write the granule in STORE as a TEMPO-layout L1B netCDF file OUT; with several stores (paths, globs,
+    directories of *.zarr), each into OUT/<name>.nc. A store may be an fsspec URL or a zip file."""
+    from tempocodec.runtime.batch import decompress_stores
+    from tempocodec.runtime.store import decompress_store
+
+    inputs, out = split_out(paths, "STORE")
+    if not is_batch(inputs, workers, scheduler):
+        written = decompress_store(inputs[0], out, overwrite=overwrite, progress=not quiet)
+        if not quiet:
+            click.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+        return
+    started = time.perf_counter()
+    report = run_batch(lambda client: decompress_stores(inputs, out, client=client, workers=workers or 1,
+                                                        progress=not quiet, overwrite=overwrite), scheduler)
+    finish_batch(report, "decompressed", out, started, quiet)
+
+
+@main.command()
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def info(store: str, as_json: bool) -> None:
+    """Per-variable codec, stored bytes and ratio of STORE (a path, zip file or fsspec URL), and each band's model."""
+    import json
+
+    from tempocodec.runtime.store import store_info
+
+    summary = store_info(store)
+    if as_json:
+        click.echo(json.dumps(summary_json(summary), indent=2))
+    else:
         _print_summary(summary)
 
 
 @main.command()
-@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a netCDF-4 file (never anything else).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def decompress(store: Path, out: Path, overwrite: bool, quiet: bool) -> None:
-    """Write the granule in STORE as a TEMPO-layout L1B netCDF file OUT."""
-    from tempocodec.runtime.store import decompress_store
-
-    decompress_store(store, out, overwrite=overwrite, progress=not quiet)
-    if not quiet:
-        click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
-
-
-@main.command()
-@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
-def info(store: Path) -> None:
-    """Per-variable codec, stored bytes and ratio of STORE, and the model of each band."""
-    from tempocodec.runtime.store import store_info
-
-    _print_summary(store_info(store))
-
-
-@main.command()
-@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def verify(store: Path, as_json: bool, quiet: bool) -> None:
+def verify(store: str, as_json: bool, quiet: bool) -> None:
     """Check every chunk of every array of STORE (checksums, completeness, payload headers, model); writes nothing.
 
     Exit status 0 when all is whole, 1 when something is damaged, 2 when STORE is not a readable store.
@@ -138,8 +183,8 @@ def _print_summary(summary) -> None:
         table.add_row(v.group, v.name, v.codec, f"{v.raw_bytes / 1e6:.2f}", f"{v.stored_bytes / 1e6:.4f}", f"{v.ratio:.1f}")
     table.add_row("all", "(files, metadata included)", "", f"{summary.total_raw / 1e6:.2f}",
                   f"{summary.total_stored / 1e6:.4f}", f"{summary.total_raw / summary.total_stored:.1f}")
+    print_table(table)
     console = Console()
-    console.print(table)
     for band, entry in summary.bands.items():
         if entry["radiance"] == "vae":
             console.print(f"{band}: radiance through model {entry['model']} (sha256 {entry['model_sha256'][:12]}…, "
@@ -168,7 +213,7 @@ def _card_headline(name: str, sha256: str) -> str:
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory with TEMPO_RAD_L1_*.nc granules (searched recursively).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@click.option("--band", type=click.Choice(list(BANDS)), default=None, help=f"[{BANDS[0]}]")
+@band_option(several=False, default=None, help="Band to train on [uv].")
 @click.option("--epochs", type=int, default=None, help="Passes over the training tiles [20].")
 @click.option("--batch-size", type=int, default=None, help="Tiles per step [8].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="[cpu]")
@@ -192,6 +237,7 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
     import json
     from dataclasses import asdict
 
+    require_torch("train")
     from tempocodec.training.config import TrainConfig
     from tempocodec.training.train import train_run
 
@@ -199,9 +245,9 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
     base = asdict(TrainConfig(data=str(data_dir)))
     if resume and saved.exists():
         base = json.loads(saved.read_text(encoding="utf-8"))
-    given = {"band": band, "epochs": epochs, "batch_size": batch_size, "device": device, "lr": lr, "seed": seed,
-             "max_steps": max_steps, "crop": crop, "val_fraction": val_fraction, "patience": patience,
-             "val_every": val_every}
+    given = {"band": band_group(band) if band is not None else None, "epochs": epochs, "batch_size": batch_size,
+             "device": device, "lr": lr, "seed": seed, "max_steps": max_steps, "crop": crop,
+             "val_fraction": val_fraction, "patience": patience, "val_every": val_every}
     values = {**base, "data": str(data_dir), **{k: v for k, v in given.items() if v is not None}}
     if latent_channels is not None:
         values["model"] = {**values["model"], "latent_channels": latent_channels}
@@ -227,6 +273,7 @@ def train(data_dir: Path, run_dir: Path, band: str | None, epochs: int | None, b
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is a model directory (never anything else).")
 def export_command(run_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
     """Export the best checkpoint of the finished run RUN_DIR as the model directory OUT_DIR (ONNX, manifest, card)."""
+    require_torch("export")
     from tempocodec.training.export import export_run
 
     out = export_run(run_dir, out_dir, name=name, overwrite=overwrite)
@@ -252,11 +299,10 @@ def train_block_command(data_dir: Path, run_dir: Path, steps: int, batch_size: i
 
     Runs data-parallel under torchrun: ``torchrun --nproc_per_node N -m tempocodec train-block ...``.
     """
-    try:
-        from tempocodec.training.block_train import BlockTrainConfig, load_basis, train_block
-        from tempocodec.training.blockvae import BlockVAEConfig
-    except ImportError as err:
-        raise TempocodecError(f"training needs PyTorch: pip install 'tempocodec[train]' ({err})") from None
+    require_torch("train-block")
+    from tempocodec.training.block_train import BlockTrainConfig, load_basis, train_block
+    from tempocodec.training.blockvae import BlockVAEConfig
+
     if crop % 4 or crop < 4:
         raise TempocodecError(f"--crop {crop}: expected a positive multiple of 4")
     basis = load_basis(data_dir)
@@ -278,6 +324,7 @@ def train_block_command(data_dir: Path, run_dir: Path, steps: int, batch_size: i
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is a model directory (never anything else).")
 def export_block_command(run_dir: Path, data_dir: Path, out_dir: Path, name: str, overwrite: bool) -> None:
     """Export the best checkpoint of the basis-block run RUN_DIR (trained on DATA_DIR) as the model OUT_DIR."""
+    require_torch("export-block")
     from tempocodec.training.export import export_block_run
 
     click.echo(f"wrote model {name} to {export_block_run(run_dir, data_dir, out_dir, name=name, overwrite=overwrite)}")
@@ -289,7 +336,7 @@ def export_block_command(run_dir: Path, data_dir: Path, out_dir: Path, name: str
 @click.option("--cols", type=int, required=True, help="Cross-track pixels per granule.")
 @click.option("--seed", type=int, required=True, help="Seed of the first scene (scene k uses seed + k).")
 @click.option("--scenes", type=int, default=1, show_default=True, help="Number of granules to simulate.")
-@click.option("--band", type=click.Choice(list(BAND_CHOICES)), default="all", show_default=True, help="Bands to simulate.")
+@band_option(several=True, default="all", help="Bands to simulate.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int, band: str, quiet: bool) -> None:
     """Simulate TEMPO-like L1B granules and their L2 truth (NO2, HCHO, O3TOT, CLDO4) into OUT_DIR."""
@@ -328,6 +375,7 @@ def simulate_command(out_dir: Path, rows: int, cols: int, seed: int, scenes: int
 def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, no_geometry: bool, epochs: int,
                          hidden: int, seed: int, device: str, quiet: bool) -> None:
     """Train linear and MLP probes (cloud fraction, ozone, NO2, HCHO) on a model's latents; print the held-out table."""
+    require_torch("train-probes")
     from rich.console import Console
 
     from tempocodec.runtime.query import metrics_table
@@ -339,30 +387,45 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
 
 
 @main.command("query")
-@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("stores", nargs=-1, required=True, metavar="STORE...")
 @click.option("--product", "products", default="all", show_default=True,
               help="cloud_fraction, ozone, no2, hcho, or all (several: comma-separated).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the products to this netCDF file (default: print a summary).")
+@click.option("-o", "--output", default=None,
+              help="Write the products to this netCDF file; with several stores, a directory for <store>.products.nc "
+                   "files (default: print a summary of each).")
 @click.option("--kind", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Probe kind.")
-@click.option("--band", default=BANDS[0], show_default=True)
+@band_option(several=False, help="Band whose latents to read.")
 @click.option("--model", default=None, help="Model name or directory path with the probes (default: the model the "
               "store names, looked up by name in the trusted model directories).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it is a netCDF-4 file (never anything else).")
-def query_command(store: Path, products: str, output: Path | None, kind: str, band: str, model: str | None,
-                  overwrite: bool) -> None:
+@WORKERS
+@SCHEDULER
+@click.option("--quiet", is_flag=True, help="No progress bar and no 'wrote' line (summaries are still printed).")
+def query_command(stores: tuple[str, ...], products: str, output: str | None, kind: str, band: str, model: str | None,
+                  overwrite: bool, workers: int | None, scheduler: str | None, quiet: bool) -> None:
     """Level-2 products of STORE from its latents on the latent grid, without decompressing (the decoder never runs)."""
-    from rich.console import Console
-
+    from tempocodec.runtime.batch import query_stores
     from tempocodec.runtime.query import query_store, summary_table, write_products
 
-    ds = query_store(store, products, band, kind=kind, model=model)
-    if output is None:
-        Console().print(summary_table(ds))
-    else:
+    group = band_group(band)
+    if not is_batch(list(stores), workers, scheduler):
+        ds = query_store(stores[0], products, group, kind=kind, model=model)
+        if output is None:
+            print_table(summary_table(ds))
+            return
         write_products(ds, output, overwrite=overwrite)
-        click.echo(f"wrote {', '.join(map(str, ds.data_vars))} on the {ds.sizes['latent_row']}×{ds.sizes['latent_col']} "
-                   f"latent grid to {output}")
+        if not quiet:
+            click.echo(f"wrote {', '.join(map(str, ds.data_vars))} on the {ds.sizes['latent_row']}×"
+                       f"{ds.sizes['latent_col']} latent grid to {output}")
+        return
+    started = time.perf_counter()
+    report = run_batch(lambda client: query_stores(stores, products, group, out_dir=output, client=client,
+                                                   workers=workers or 1, progress=not quiet, overwrite=overwrite,
+                                                   kind=kind, model=model), scheduler)
+    for outcome in report.outcomes:
+        if outcome.value is not None:
+            print_table(summary_table(outcome.value))
+    finish_batch(report, "queried", output, started, quiet)
 
 
 @main.command("evaluate")
@@ -370,7 +433,7 @@ def query_command(store: Path, products: str, output: Path | None, kind: str, ba
 @click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.md and its PNG figures into this directory.")
-@click.option("--band", type=click.Choice(SINGLE_BANDS), default="uv", show_default=True, help="Band to compare.")
+@band_option(several=False, help="Band to compare.")
 @click.option("--overwrite", is_flag=True, help="Replace the --report directory if it holds an earlier report.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 def evaluate_command(original: Path, store: Path, report_dir: Path | None, band: str, overwrite: bool, quiet: bool) -> None:
@@ -386,7 +449,7 @@ def evaluate_command(original: Path, store: Path, report_dir: Path | None, band:
         from tempocodec.evaluation.report import REPORT_DIR, write_report  # loads matplotlib
 
         check_target(report_dir, REPORT_DIR if overwrite else None)  # before the long evaluation, not after
-    evaluation = evaluate_store(original, store, band=BAND_CHOICES[band][0], progress=not quiet)
+    evaluation = evaluate_store(original, store, band=band_group(band), progress=not quiet)
     if not quiet:
         table = Table(title=f"{store} against {original.name}")
         table.add_column("metric")

@@ -227,3 +227,49 @@ def test_probe_scores_pool_the_truth_onto_the_query_grid(granules, store, monkey
         assert s.r2 == pytest.approx(expected, rel=1e-6)
     _plot_probes(scores, tmp_path / "probes.png")
     assert (tmp_path / "probes.png").stat().st_size > 1000
+
+
+def _captured(monkeypatch) -> list:
+    """The figures the report's plot functions save (kept open, not written)."""
+    import tempocodec.evaluation.report as report_module
+
+    figures: list = []
+    monkeypatch.setattr(report_module, "_save", lambda fig, path: figures.append(fig))
+    return figures
+
+
+def test_figures_use_the_store_coordinates_units_and_mark_clipping(evaluation, granules, monkeypatch, tmp_path):
+    from tempocodec.evaluation.report import _figures
+
+    figures = _captured(monkeypatch)
+    for _, _, plot in _figures(evaluation):
+        plot(tmp_path / "unused.png")
+    band = read_l1b(granules[0]).bands[UV]
+    steps, xtrack = band["mirror_step"].values, band["xtrack"].values
+    assert steps[0] != 0  # the simulator's mirror steps do not start at 0: indices would show
+    error_map = figures[2]
+    ax, colorbar_ax = error_map.axes
+    assert ax.get_xlim() == pytest.approx((steps[0] - 0.5, steps[-1] + 0.5))
+    assert ax.get_ylim() == pytest.approx((xtrack[0] - 0.5, xtrack[-1] + 0.5))
+    assert "clipped to the 1st–99th percentiles" in ax.get_title()
+    assert error_map.axes[0].collections[0].colorbar.extend == "both"
+    for fig in figures:
+        for axis in fig.axes:
+            for label in (axis.get_xlabel(), axis.get_ylabel()):
+                assert not label or ("(" in label and label.endswith(")")), f"no units: {label!r}"
+    spectra = figures[4]
+    titles = [a.get_title() for a in spectra.axes if a.get_title()]
+    ex = evaluation.examples[0]
+    assert f"mirror_step {steps[ex.step]}, xtrack {xtrack[ex.xtrack]} (" in titles[0] and "°N" in titles[0]
+
+
+def test_cloud_fraction_is_shown_clipped_to_its_range(monkeypatch, tmp_path):
+    from tempocodec.evaluation.probe_scores import ProbeScore
+
+    figures = _captured(monkeypatch)
+    score = ProbeScore("cloud_fraction", "CLDO4", "1", np.array([0.0, 0.5, 1.0]), np.array([-0.2, 0.5, 1.3]))
+    _plot_probes((score,), tmp_path / "p.png")
+    ax = figures[0].axes[0]
+    shown = ax.collections[0].get_offsets()[:, 1]
+    assert shown.min() == 0.0 and shown.max() == 1.0
+    assert "clipped to [0, 1] (2 were outside)" in ax.get_title()

@@ -320,9 +320,10 @@ def fetch(store: Store, keys: list[str]) -> list[bytes | None]:
 
 
 def list_keys(store: Store, prefix: str) -> list[str]:
-    """Every key of ``store`` that starts with ``prefix``."""
+    """Every key of ``store`` that starts with ``prefix``; not the directory entries (``c/0/``) that a zip made by
+    ``zip -r`` lists, which are no objects."""
 
     async def collect() -> list[str]:
-        return [key async for key in store.list_prefix(prefix)]
+        return [key async for key in store.list_prefix(prefix) if not key.endswith("/")]
 
     return _run(collect())

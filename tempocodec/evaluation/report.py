@@ -18,12 +18,15 @@ from tempocodec.atomic import Replaceable, atomic_dir, is_empty_dir
 from tempocodec.evaluation.doas_check import DoasComparison
 from tempocodec.evaluation.metrics import BINS_PER_DEX, MIN_SIGNAL, Metrics, used_values
 from tempocodec.evaluation.probe_scores import ProbeScore
-from tempocodec.evaluation.run import Evaluation, ExampleSpectrum
+from tempocodec.evaluation.run import Evaluation, ExampleSpectrum, PixelGrid
 from tempocodec.evaluation.summary import headline, pct, sci, summary_rows
 
 matplotlib.use("Agg")  # files only, never a window; pyplot resolves its backend at the first figure
 
 REPORT_TITLE = "# Evaluation of "
+RADIANCE_UNITS_TEXT = "photons/s/cm²/nm/sr"
+PHYSICAL_RANGE = {"cloud_fraction": (0.0, 1.0)}
+"""Products with a physical range, to which the figures clip the estimates (R² is computed unclipped)."""
 
 
 def write_report(evaluation: Evaluation, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -59,19 +62,21 @@ REPORT_DIR = Replaceable(lambda path: is_empty_dir(path) or _is_report_dir(path)
 def _figures(evaluation: Evaluation) -> list[tuple[str, str, Callable[[Path], None]]]:
     """The report's figures as ``(title, file name, plot into a path)``; DOAS and probes only when they ran."""
     m = evaluation.metrics
+    grid = evaluation.grid if evaluation.grid is not None else _index_grid(m.relative_rmse_map.shape)
     figures = [
         ("Error against signal", "error_vs_signal.png", lambda p: _plot_error_vs_signal(m, p)),
         ("Relative error per wavelength", "relative_error.png", lambda p: _plot_relative_error(m, p)),
-        ("Error map (relative RMSE per spectrum)", "error_map.png", lambda p: _plot_error_map(m, p)),
+        ("Error map (relative RMSE per spectrum; colours clipped to the 1st–99th percentiles, arrows on the colorbar)",
+         "error_map.png", lambda p: _plot_error_map(m, grid, p)),
         ("Spectral angle", "spectral_angle.png", lambda p: _plot_spectral_angle(m, p)),
         ("Example spectra (median, 99th percentile and worst pixel by relative RMSE)", "spectra.png",
-         lambda p: _plot_examples(evaluation.examples, m.wavelength, p)),
+         lambda p: _plot_examples(evaluation.examples, m.wavelength, grid, p)),
     ]
     doas = evaluation.doas
     if doas is not None and doas.pixels:
         figures.append(("DOAS NO₂ slant columns", "doas_no2.png", lambda p: _plot_doas(doas, p)))
     if evaluation.probes:
-        figures.append(("Products from the latents against L2 truth", "probes.png",
+        figures.append(("Products from the latents against L2 truth (cloud fraction shown clipped to [0, 1])", "probes.png",
                         lambda p: _plot_probes(evaluation.probes, p)))
     return figures
 
@@ -129,6 +134,20 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _index_grid(shape: tuple[int, ...]) -> PixelGrid:
+    """0-based positions as coordinates, for an evaluation that carries no pixel grid."""
+    return PixelGrid(np.arange(shape[0]), np.arange(shape[1]))
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges ``(n + 1,)`` around coordinate values ``(n,)`` (halfway between neighbours), for pcolormesh."""
+    c = np.asarray(centres, np.float64)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+
+
 def _save(fig, path: Path) -> None:
     """Save a matplotlib figure as PNG (into the report's partial directory), then close it."""
     fig.savefig(path, format="png", dpi=100)
@@ -144,7 +163,7 @@ def _plot_error_vs_signal(m: Metrics, path: Path) -> None:
     if m.median_noise is not None:
         ax.semilogy(m.wavelength, m.median_noise, color="tab:blue", lw=0.8, ls="--", label="instrument noise (median)")
     ax.set_xlabel("wavelength (nm)")
-    ax.set_ylabel("radiance (photons/s/cm²/nm/sr)")
+    ax.set_ylabel(f"radiance ({RADIANCE_UNITS_TEXT})")
     ax.set_title(f"Error against signal across the {m.wavelength.size} channels")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
@@ -160,24 +179,26 @@ def _plot_relative_error(m: Metrics, path: Path) -> None:
         ax.semilogy(m.wavelength, 100 * m.median_noise / m.median_signal, color="tab:blue", lw=0.8, ls="--",
                     label="noise / signal (medians)")
     ax.set_xlabel("wavelength (nm)")
-    ax.set_ylabel("%")
+    ax.set_ylabel("relative error (%)")
     ax.set_title("Relative error per wavelength")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     _save(fig, path)
 
 
-def _plot_error_map(m: Metrics, path: Path) -> None:
-    """Relative RMSE per spectrum over the granule (mirror step × cross-track)."""
+def _plot_error_map(m: Metrics, grid: PixelGrid, path: Path) -> None:
+    """Relative RMSE per spectrum over the granule, on the store's mirror_step × xtrack coordinates; colours clipped
+    to the 1st-99th percentiles (colorbar arrows, and the title says so)."""
     values = 100 * m.relative_rmse_map
     finite = values[np.isfinite(values)]
+    lo, hi = (np.percentile(finite, 1), np.percentile(finite, 99)) if finite.size else (0.0, 1.0)
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    image = ax.imshow(values.T, origin="lower", aspect="auto", cmap="magma",
-                      vmin=np.percentile(finite, 1), vmax=np.percentile(finite, 99))
-    fig.colorbar(image, ax=ax, label="relative RMSE per spectrum (%)")
-    ax.set_xlabel("mirror step")
-    ax.set_ylabel("cross-track pixel")
-    ax.set_title("Error map")
+    mesh = ax.pcolormesh(_edges(grid.mirror_step), _edges(grid.xtrack), values.T, cmap="magma", vmin=lo, vmax=hi,
+                         shading="flat")
+    fig.colorbar(mesh, ax=ax, extend="both", label="relative RMSE per spectrum (%)")
+    ax.set_xlabel("mirror_step (scan mirror position, count)")
+    ax.set_ylabel("xtrack (cross-track pixel, count)")
+    ax.set_title(f"Error map; colours clipped to the 1st–99th percentiles ({lo:.3g}–{hi:.3g} %)", fontsize=10)
     _save(fig, path)
 
 
@@ -186,29 +207,31 @@ def _plot_spectral_angle(m: Metrics, path: Path) -> None:
     angles = m.spectral_angle_map[np.isfinite(m.spectral_angle_map)]
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.hist(angles, bins=100, color="tab:gray")
-    ax.axvline(m.spectral_angle_median, color="black", lw=1, label=f"median {m.spectral_angle_median:.3g}")
-    ax.axvline(m.spectral_angle_p99, color="tab:red", lw=1, label=f"99th percentile {m.spectral_angle_p99:.3g}")
+    ax.axvline(m.spectral_angle_median, color="black", lw=1, label=f"median {m.spectral_angle_median:.3g} mrad")
+    ax.axvline(m.spectral_angle_p99, color="tab:red", lw=1, label=f"99th percentile {m.spectral_angle_p99:.3g} mrad")
     ax.set_xlabel("spectral angle (mrad)")
-    ax.set_ylabel("pixels")
+    ax.set_ylabel("pixels (count)")
+    ax.set_title(f"Spectral angle between original and decoded spectra, {angles.size:,} pixels", fontsize=10)
     ax.legend(fontsize=8)
     _save(fig, path)
 
 
-def _plot_examples(examples: tuple[ExampleSpectrum, ...], wavelength: np.ndarray, path: Path) -> None:
-    """Original and decoded spectra of the example pixels, with their relative difference."""
+def _plot_examples(examples: tuple[ExampleSpectrum, ...], wavelength: np.ndarray, grid: PixelGrid, path: Path) -> None:
+    """Original and decoded spectra of the example pixels (each named by its coordinates), with their relative
+    difference."""
     fig, axes = plt.subplots(len(examples), 2, figsize=(12, 3 * len(examples)), squeeze=False, layout="constrained")
     for (spectrum_ax, error_ax), ex in zip(axes, examples, strict=True):
         used, _ = used_values(ex.original, ex.decoded)
         o, d = np.where(used, ex.original, np.nan), np.where(used, ex.decoded, np.nan)
         spectrum_ax.semilogy(wavelength, o, color="black", lw=0.7, label="original")
         spectrum_ax.semilogy(wavelength, d, color="tab:red", lw=0.7, label="decoded")
-        spectrum_ax.set_title(f"{ex.label}: step {ex.step}, xtrack {ex.xtrack}, relative RMSE {pct(ex.relative_rmse)}",
+        spectrum_ax.set_title(f"{ex.label}: {grid.describe(ex.step, ex.xtrack)}, relative RMSE {pct(ex.relative_rmse)}",
                               fontsize=9)
-        spectrum_ax.set_ylabel("radiance")
+        spectrum_ax.set_ylabel(f"radiance ({RADIANCE_UNITS_TEXT})", fontsize=8)
         spectrum_ax.legend(fontsize=7)
         error_ax.plot(wavelength, 100 * (d - o) / o, color="tab:red", lw=0.5)
         error_ax.axhline(0, color="black", lw=0.5)
-        error_ax.set_ylabel("decoded / original − 1 (%)")
+        error_ax.set_ylabel("decoded / original − 1 (%)", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("wavelength (nm)")
     _save(fig, path)
@@ -226,20 +249,29 @@ def _plot_doas(d: DoasComparison, path: Path) -> None:
     left.set_ylabel("NO₂ SCD from the decoded (molecules/cm²)")
     left.set_title(f"DOAS 405–465 nm, {both.sum():,} pixels")
     right.hist((dec - o) / sigma, bins=100, color="tab:gray")
-    right.set_xlabel("(decoded − original) / fit 1-σ")
-    right.set_ylabel("pixels")
+    right.set_xlabel("(decoded − original) / fit 1-σ (σ, dimensionless)")
+    right.set_ylabel("pixels (count)")
     right.set_title(f"bias {d.bias / d.median_error:+.2g} σ, scatter {d.scatter / d.median_error:.2g} σ")
     _save(fig, path)
 
 
 def _plot_probes(probes: tuple[ProbeScore, ...], path: Path) -> None:
-    """Product read from the latents against the pooled L2 truth, one panel per product, with R²."""
+    """Product read from the latents against the pooled L2 truth, one panel per product, with R²; a product with a
+    physical range (cloud fraction: [0, 1]) is shown clipped to it, and the panel says how many estimates were."""
     fig, axes = plt.subplots(1, len(probes), figsize=(4.2 * len(probes), 4), squeeze=False, layout="constrained")
     for ax, p in zip(axes[0], probes, strict=True):
-        ax.scatter(p.truth, p.predicted, s=2, alpha=0.4)
+        predicted, note = p.predicted, ""
+        bounds = PHYSICAL_RANGE.get(p.name)
+        if bounds is not None:
+            outside = int(np.count_nonzero((predicted < bounds[0]) | (predicted > bounds[1])))
+            predicted = np.clip(predicted, *bounds)
+            note = f"\nestimates clipped to [{bounds[0]:g}, {bounds[1]:g}] ({outside:,} were outside)"
+            ax.set_xlim(bounds[0] - 0.02, bounds[1] + 0.02)
+            ax.set_ylim(bounds[0] - 0.02, bounds[1] + 0.02)
+        ax.scatter(p.truth, predicted, s=2, alpha=0.4)
         span = [np.min(p.truth), np.max(p.truth)] if p.truth.size else [0, 1]
         ax.plot(span, span, color="black", lw=0.8)
-        ax.set_title(f"{p.name}: R² = {p.r2:.3f} ({p.truth.size:,} cells)", fontsize=9)
+        ax.set_title(f"{p.name}: R² = {p.r2:.3f} ({p.truth.size:,} cells){note}", fontsize=9)
         ax.set_xlabel(f"L2 {p.product} truth ({p.units})")
         ax.set_ylabel(f"from latents ({p.units})")
     _save(fig, path)

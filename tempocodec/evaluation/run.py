@@ -52,6 +52,44 @@ class ExampleSpectrum:
 
 
 @dataclass(frozen=True)
+class PixelGrid:
+    """The band's pixel coordinates as the store has them: ``mirror_step`` ``(S,)`` and ``xtrack`` ``(X,)`` values
+    (the coordinate variables, not 0-based positions), ``latitude``/``longitude`` ``(S, X)`` in degrees_north /
+    degrees_east (NaN where the granule has fill), None where the granule has none."""
+
+    mirror_step: np.ndarray
+    xtrack: np.ndarray
+    latitude: np.ndarray | None = None
+    longitude: np.ndarray | None = None
+
+    def describe(self, step: int, xtrack: int) -> str:
+        """The pixel at 0-based position ``(step, xtrack)`` in these coordinates, e.g. ``mirror_step 1204,
+        xtrack 37 (40.12°N, 95.30°W)``."""
+        text = f"mirror_step {self.mirror_step[step]}, xtrack {self.xtrack[xtrack]}"
+        if self.latitude is None or self.longitude is None or not np.isfinite(self.latitude[step, xtrack]):
+            return text
+        lat, lon = float(self.latitude[step, xtrack]), float(self.longitude[step, xtrack])
+        return text + f" ({abs(lat):.2f}°{'N' if lat >= 0 else 'S'}, {abs(lon):.2f}°{'E' if lon >= 0 else 'W'})"
+
+
+def pixel_grid(source: xr.Dataset) -> PixelGrid:
+    """The :class:`PixelGrid` of a band group read from an L1B file (values raw: geolocation fill becomes NaN)."""
+    n_steps, n_xtrack = source["radiance"].shape[:2]
+
+    def coordinate(name: str, n: int) -> np.ndarray:
+        return np.asarray(source[name].values) if name in source.variables else np.arange(n)
+
+    def degrees(name: str, limit: float) -> np.ndarray | None:
+        if name not in source.variables or source[name].shape != (n_steps, n_xtrack):
+            return None
+        values = np.asarray(source[name].values, np.float64)
+        return np.where(np.abs(values) <= limit, values, np.nan)
+
+    return PixelGrid(coordinate("mirror_step", n_steps), coordinate("xtrack", n_xtrack), degrees("latitude", 90),
+                     degrees("longitude", 180))
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Everything :func:`evaluate_store` measured: the metrics, the store's compression ratios (raw bytes over
     stored bytes: of the band's radiance, and of every array against every file of the store), the DOAS
@@ -68,6 +106,7 @@ class Evaluation:
     probes: tuple[ProbeScore, ...]
     probes_skipped: str | None
     examples: tuple[ExampleSpectrum, ...] = field(default_factory=tuple)
+    grid: PixelGrid | None = None
 
 
 def _blocks(shape: tuple[int, int]) -> Iterator[tuple[slice, slice]]:
@@ -116,6 +155,7 @@ def evaluate_store(original: str | os.PathLike, store: str | os.PathLike, *, ban
         acc, fits = _compare_blocks(granule, band, source, stored, setup, progress)
         metrics = acc.result(wavelength if wavelength.ndim == 1 else wavelength.mean(axis=0))
         examples = _examples(granule, band, stored, metrics)
+        grid = pixel_grid(source)
     doas = None if fits is None else fits.result(doas_truth(original, acc.shape))
     probes, probes_skipped = probe_scores(original, store, band)
     return Evaluation(
@@ -130,6 +170,7 @@ def evaluate_store(original: str | os.PathLike, store: str | os.PathLike, *, ban
         probes=probes,
         probes_skipped=probes_skipped,
         examples=examples,
+        grid=grid,
     )
 
 

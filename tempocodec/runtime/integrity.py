@@ -21,7 +21,6 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
 from typing import Any
 
 import zarr
@@ -29,6 +28,7 @@ from zarr.abc.store import Store
 
 from tempocodec.codec.stored import fetch, list_keys
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime.location import Where
 
 INTEGRITY_FORMAT = "tempocodec-integrity/1"
 METADATA_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
@@ -87,7 +87,7 @@ def build_record(root: zarr.Group) -> Record:
                    for path, objects in sorted(found.items())})
 
 
-def read_record(meta: dict[str, Any], where: Path) -> Record | None:
+def read_record(meta: dict[str, Any], where: Where) -> Record | None:
     """The record in the root attribute ``tempocodec`` (``meta``), None for a store written before records existed;
     raise when it is there but malformed."""
     entry = meta.get("integrity")
@@ -154,7 +154,7 @@ def compare(recorded: dict[str, int], present: Iterable[str], contents: dict[str
     return Discrepancy(tuple(sorted(set(recorded) - present)), tuple(sorted(present - set(recorded))), tuple(sorted(changed)))
 
 
-def check_listed(root: zarr.Group, record: Record, where: Path) -> None:
+def check_listed(root: zarr.Group, record: Record, where: Where) -> None:
     """Raise naming the first damaged array when any array of the store root ``root`` disagrees with ``record`` by
     its objects' keys, or an array the record lists is gone."""
     found = arrays(root)
@@ -167,7 +167,7 @@ def check_listed(root: zarr.Group, record: Record, where: Path) -> None:
             raise TempocodecError(f"{where}: damaged store: {path}: {discrepancy.describe(found[path], len(recorded))}")
 
 
-def check_contents(root: zarr.Group, paths: list[str], record: Record, where: Path) -> None:
+def check_contents(root: zarr.Group, paths: list[str], record: Record, where: Where) -> None:
     """Raise naming the first array among ``paths`` (from the store root ``root``) that holds other objects, or
     other bytes, than ``record`` says."""
     unrecorded = [path for path in paths if path not in record.objects]

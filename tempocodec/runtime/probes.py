@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -26,6 +24,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.granule.l2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
 from tempocodec.prepare.tiles import pool_to_latent
 from tempocodec.runtime.artifacts import ModelArtifacts, session
+from tempocodec.runtime.location import StoreTarget, locate_store
 from tempocodec.runtime.store import check_arrays, open_root, store_meta, store_node
 
 PROBES_FORMAT = "tempocodec-probes/1"
@@ -157,13 +156,13 @@ def _relative_azimuth(solar: np.ndarray, viewing: np.ndarray) -> np.ndarray:
     return np.where(diff > 180.0, 360.0 - diff, diff)
 
 
-def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGrid:
+def latent_grid(store: StoreTarget, band: str = DEFAULT_BAND) -> LatentGrid:
     """Read the probe inputs of ``band`` from a store written by :func:`tempocodec.runtime.store.compress_granule`.
 
     Only the stored latent bytes and the small lossless per-pixel variables are read (through zarr, no xarray or
     dask): the decoder never runs.
     """
-    path = Path(store)
+    path = locate_store(store)
     root = open_root(path)
     bands = store_meta(root)["bands"]
     if band not in bands:

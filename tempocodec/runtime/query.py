@@ -22,6 +22,7 @@ from tempocodec.granule.l1b import GEO_FILL
 from tempocodec.granule.l2 import FLOAT_FILL
 from tempocodec.granule.netcdf import NETCDF_FILE, NetCDFLayout, write_netcdf
 from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
+from tempocodec.runtime.location import StoreTarget, locate_store
 from tempocodec.runtime.probes import (
     DEFAULT_BAND,
     PRODUCTS,
@@ -44,7 +45,7 @@ def _model_for(name: str, sha256: str, model: str | os.PathLike | None) -> Model
     return art
 
 
-def query_store(store: str | os.PathLike, products: str | Iterable[str] = tuple(PRODUCTS), band: str = DEFAULT_BAND,
+def query_store(store: StoreTarget, products: str | Iterable[str] = tuple(PRODUCTS), band: str = DEFAULT_BAND,
                 *, kind: str = "mlp", model: str | os.PathLike | None = None) -> xr.Dataset:
     """Products of ``band`` of the store ``store`` from its latents, on the latent grid.
 
@@ -58,7 +59,8 @@ def query_store(store: str | os.PathLike, products: str | Iterable[str] = tuple(
     (``pixel_row_start``/``_stop`` along ``latent_row``, ``pixel_col_start``/``_stop`` along ``latent_col``).
     """
     names = check_products(products)
-    with reading(Path(store), band):
+    store = locate_store(store)
+    with reading(store, band):
         grid = latent_grid(store, band)
     art = _model_for(grid.latent.attrs["model"], grid.latent.attrs["model_sha256"], model)
     probes = load_probes(art)
@@ -84,7 +86,7 @@ def query_store(store: str | os.PathLike, products: str | Iterable[str] = tuple(
         "latitude": (DIMS, grid.latitude, {"units": "degrees_north", "long_name": "latitude of the block centre"}),
         "longitude": (DIMS, grid.longitude, {"units": "degrees_east", "long_name": "longitude of the block centre"}),
     }
-    attrs = {"source": Path(store).name, "band": band, "model": art.name, "model_sha256": art.sha256, "probe": kind,
+    attrs = {"source": store.name, "band": band, "model": art.name, "model_sha256": art.sha256, "probe": kind,
              "inputs": f"latent mean ({probes.latent_channels} channels, {latent.attrs['latent_dtype']} as stored)"
                        + "".join(f", {g}" for g in probes.geometry),
              "grid": f"one cell per {latent.attrs['downsample']}x{latent.attrs['downsample']} block of pixels"}

@@ -32,7 +32,6 @@ import zarr
 from dask.array.core import getter
 from numcodecs.checksum32 import CRC32C
 from zarr.codecs import BloscCodec, Crc32cCodec
-from zarr.storage import LocalStore
 
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
@@ -46,10 +45,20 @@ from tempocodec.codec.zarr3 import make_codec
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.granule.netcdf import NETCDF_FILE, materialise
+from tempocodec.granule.remote import GranuleSource, local_granule
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.runtime.location import (
+    StoreTarget,
+    Where,
+    array_stored_bytes,
+    exists,
+    locate_store,
+    total_stored_bytes,
+    zarr_target,
+)
 from tempocodec.runtime.streaming import Filler, bounded_workers, to_zarr, write_bounded, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
@@ -86,7 +95,7 @@ class VariableSize:
 class StoreSummary:
     """Sizes of every array of a store, and the codec of each band's radiance."""
 
-    path: Path
+    path: Where
     variables: tuple[VariableSize, ...]
     bands: dict[str, dict[str, Any]]
 
@@ -102,14 +111,14 @@ class StoreSummary:
     @property
     def total_stored(self) -> int:
         """Bytes of every file of the store, metadata included."""
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return total_stored_bytes(self.path)
 
 
 # --------------------------------------------------------------------------------------------------- compress
 
 
 def compress_granule(
-    src: str | os.PathLike,
+    src: GranuleSource,
     dst: str | os.PathLike,
     *,
     bands: str = "uv",
@@ -124,7 +133,8 @@ def compress_granule(
 ) -> StoreSummary:
     """Compress the L1B granule ``src`` into the Zarr store ``dst`` and return its size summary.
 
-    ``bands`` is ``uv``, ``vis`` or ``all``; ``model`` a model name or directory (default: the released model of
+    ``src`` is a path, an fsspec URL or a binary file object (:mod:`tempocodec.granule.remote`). ``bands`` is
+    ``uv``, ``vis`` or ``all``; ``model`` a model name or directory (default: the released model of
     each band, where there is one). The store is written beside ``dst`` under a temporary name and renamed
     into place at the end (:mod:`tempocodec.atomic`), so an interrupted run leaves nothing; an existing ``dst``
     is replaced only with ``overwrite``, only when it is a store (or an empty directory), and only by a complete
@@ -141,7 +151,7 @@ def compress_granule(
     replace = STORE if overwrite else None
     check_target(dst, replace)
     chosen = _models_for(BAND_CHOICES[bands], model)
-    with open_l1b(src) as granule, atomic_dir(dst, replace=replace) as tmp:
+    with local_granule(src) as local, open_l1b(local) as granule, atomic_dir(dst, replace=replace) as tmp:
         present = [b for b in BAND_CHOICES[bands] if b in granule.band_names]
         if not present:
             raise TempocodecError(f"{granule.path}: none of the bands {', '.join(BAND_CHOICES[bands])} is in the file")
@@ -428,7 +438,7 @@ def store_meta(root: zarr.Group) -> dict[str, Any]:
 _Node = TypeVar("_Node", zarr.Array, zarr.Group)
 
 
-def store_node(group: zarr.Group, name: str, kind: type[_Node], where: str | os.PathLike) -> _Node:
+def store_node(group: zarr.Group, name: str, kind: type[_Node], where: str | os.PathLike | Where) -> _Node:
     """``group[name]``, which must be a zarr ``kind`` (Array or Group); ``where`` names the group in the error."""
     node = group[name]
     if not isinstance(node, kind):
@@ -439,9 +449,10 @@ def store_node(group: zarr.Group, name: str, kind: type[_Node], where: str | os.
 # --------------------------------------------------------------------------------------------------- info
 
 
-def store_info(path: str | os.PathLike) -> StoreSummary:
-    """Sizes and codecs of every array of a store written by :func:`compress_granule`."""
-    path = Path(path)
+def store_info(path: StoreTarget) -> StoreSummary:
+    """Sizes and codecs of every array of a store written by :func:`compress_granule` (a path, an fsspec URL or a
+    zarr store: :mod:`tempocodec.runtime.location`)."""
+    path = locate_store(path)
     root = open_root(path)
     meta = store_meta(root)
     sizes: list[VariableSize] = []
@@ -457,15 +468,15 @@ def store_info(path: str | os.PathLike) -> StoreSummary:
     return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
 
 
-def open_root(path: Path, *, check: bool = True) -> zarr.Group:
+def open_root(path: Where, *, check: bool = True) -> zarr.Group:
     """The root group of a tempocodec store, or a one-line error naming what it is not; with ``check``, also when
     it lacks an object, or holds one, that its integrity record does not say (keys compared only)."""
-    if not path.exists():
+    if not exists(path):
         raise TempocodecError(f"{path}: no such store")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            root = zarr.open_group(path, mode="r")
+            root = zarr.open_group(zarr_target(path), mode="r")
     except Exception as err:  # zarr raises several types for a damaged or foreign hierarchy
         raise TempocodecError(f"{path}: not a readable Zarr store ({type(err).__name__}: {err})") from None
     meta = root.attrs.get("tempocodec")
@@ -490,7 +501,7 @@ def is_store(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def reading(path: Path, what: str) -> Iterator[None]:
+def reading(path: Where, what: str) -> Iterator[None]:
     """Turn a fault in reading or decoding the stored data of ``path`` into a one-line error naming the store."""
     try:
         yield
@@ -501,7 +512,7 @@ def reading(path: Path, what: str) -> Iterator[None]:
         raise TempocodecError(f"{path}: damaged store: cannot read {what} ({type(err).__name__}: {fault})") from None
 
 
-def _open_group(path: Path, group: str | None) -> xr.Dataset:
+def _open_group(path: Where, group: str | None) -> xr.Dataset:
     """One group of a store as a lazy Dataset, values raw, every block read through :func:`reading`."""
     where = group or "the root group"
 
@@ -510,7 +521,7 @@ def _open_group(path: Path, group: str | None) -> xr.Dataset:
             return getter(array, key, asarray=asarray, lock=lock)
 
     with reading(path, where):
-        return xr.open_zarr(path, group=group, mask_and_scale=False, decode_times=False, consolidated=True,
+        return xr.open_zarr(zarr_target(path), group=group, mask_and_scale=False, decode_times=False, consolidated=True,
                             from_array_kwargs={"getitem": read_block})
 
 
@@ -531,27 +542,19 @@ def _block_name(key: tuple) -> str:
 
 def _stored_bytes(arr: zarr.Array) -> int:
     """Bytes of an array's stored chunk (or shard) objects."""
-    return int(arr.nbytes_stored()) - _metadata_bytes(arr)
-
-
-def _metadata_bytes(arr: zarr.Array) -> int:
-    """Bytes of an array's own metadata documents, which ``nbytes_stored`` counts too."""
-    store = arr.store_path.store
-    assert isinstance(store, LocalStore)  # stores are opened from paths
-    store_path = Path(store.root) / arr.path
-    return sum((store_path / f).stat().st_size for f in ("zarr.json", ".zarray", ".zattrs") if (store_path / f).exists())
+    return array_stored_bytes(arr)
 
 
 # --------------------------------------------------------------------------------------------------- decompress
 
 
-def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
+def open_store(path: StoreTarget, band: str) -> xr.Dataset:
     """One band of a store as a lazy xarray Dataset (radiance decoded chunk by chunk), values and fills raw.
 
     The band's stored objects are checked first (:func:`check_arrays`): zarr reads a missing chunk as fill and the
     codec decoding a chunk cannot tell where the chunk lies, so this is where lost, moved or swapped ones are caught.
     """
-    path = Path(path)
+    path = locate_store(path)
     root = open_root(path)
     bands = store_meta(root)["bands"]
     if band not in bands:
@@ -562,7 +565,7 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
     return _open_group(path, band)
 
 
-def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
+def check_arrays(root: zarr.Group, arrays: list[str], path: Where) -> None:
     """Raise unless each of the ``arrays`` (paths from the root) holds the very objects it was written with (the
     integrity record's CRC-32, where the store has one; zarr would read a missing one as fill), and each payload of a
     VAE-coded radiance is whole (:func:`tempocodec.codec.payload.unpack`) and lies at the chunk grid position it
@@ -579,12 +582,12 @@ def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
                 payload.unpack(chunk, where=f"{path}: damaged store: {name} chunk {at}", chunk_shape=config.chunk_shape)
 
 
-def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
+def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
     """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst`` (atomically; an existing
     ``dst`` is replaced only with ``overwrite`` and only when it is a netCDF-4 file)."""
     from tempocodec.granule.l1b import write_l1b
 
-    src, dst = Path(src), Path(dst)
+    src, dst = locate_store(src), Path(dst)
     replace = NETCDF_FILE if overwrite else None
     check_target(dst, replace)
     root = open_root(src)
@@ -602,7 +605,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     return dst
 
 
-def _attribute_dtypes(record: Any, path: Path) -> dict[str, np.dtype]:
+def _attribute_dtypes(record: Any, path: Where) -> dict[str, np.dtype]:
     """The store's record of attribute dtypes (``/group/variable/attribute`` -> dtype name), each checked with
     :func:`_netcdf_attribute_dtype`; raise naming the first that is refused."""
     if not isinstance(record, dict):

@@ -45,8 +45,11 @@ def worker_count() -> int:
 
 @contextlib.contextmanager
 def bounded_workers() -> Iterator[None]:
-    """Run the dask computations of the block on at most :func:`worker_count` threads."""
-    with dask.config.set(num_workers=worker_count()):
+    """Run the dask computations of the block on at most :func:`worker_count` threads of this process, also where a
+    ``dask.distributed`` client is the default scheduler (a granule's graph is memory-bound and fine-grained: shipping
+    its stripes to a cluster costs more than it gains; many granules go to a cluster one task each,
+    :mod:`tempocodec.runtime.batch`)."""
+    with dask.config.set(num_workers=worker_count(), scheduler="threads"):
         yield
 
 

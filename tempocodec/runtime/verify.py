@@ -12,11 +12,9 @@ are checked for what they hold; what cannot be checked there is reported as a no
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product
-from pathlib import Path
 from typing import Any
 
 import zarr
@@ -28,6 +26,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.progress import progress_bar
 from tempocodec.runtime import integrity
 from tempocodec.runtime.artifacts import ModelArtifacts
+from tempocodec.runtime.location import StoreTarget, Where, locate_store
 from tempocodec.runtime.store import open_root, store_meta
 
 Advance = Callable[[int], None]
@@ -59,7 +58,7 @@ class ArrayCheck:
 class Report:
     """The outcome of :func:`verify_store`; ``ok`` only when no fault was found."""
 
-    store: Path
+    store: Where
     recorded: bool
     arrays: list[ArrayCheck] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -82,10 +81,10 @@ class Report:
         }
 
 
-def verify_store(path: str | os.PathLike, *, progress: bool = True) -> Report:
+def verify_store(path: StoreTarget, *, progress: bool = True) -> Report:
     """Check every chunk of every array of the store ``path`` (nothing is written); raise :class:`TempocodecError`
     only when ``path`` is not a readable tempocodec store at all."""
-    path = Path(path)
+    path = locate_store(path)
     root = open_root(path, check=False)
     meta = store_meta(root)
     report = Report(path, recorded="integrity" in meta)
