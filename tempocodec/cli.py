@@ -22,6 +22,7 @@ from tempocodec.cli_options import (
     split_out,
     summary_json,
 )
+from tempocodec.defaults import DEFAULT_LATENT_DTYPE, RELATIVE_LATENT_STEP
 from tempocodec.errors import TempocodecError
 
 WORKERS = click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -68,7 +69,11 @@ def _limit_malloc_arenas() -> None:
 @band_option(several=True, help="Bands to store.")
 @click.option("--model", default=None, help="Model name (looked up in the trusted model directories) or a model directory "
               "path (default: the released model of each band).")
-@click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--latent-dtype", type=click.Choice(["quantized", "float16", "float32"]), default=DEFAULT_LATENT_DTYPE,
+              show_default=True, help="How latents are stored: quantized (multiples of --latent-step, entropy coded).")
+@click.option("--latent-step", type=float, default=None, metavar="S",
+              help=f"Quantization step of quantized latents, in latent units [default: {RELATIVE_LATENT_STEP:g} of the "
+              "latents' spread on the granule].")
 @click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
 @click.option("--drop-radiance-error", is_flag=True, help="Do not store radiance_error.")
 @click.option("--error-bound", type=float, default=None, metavar="K",
@@ -79,7 +84,8 @@ def _limit_malloc_arenas() -> None:
 @WORKERS
 @SCHEDULER
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype: str, zarr_format: str,
+def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype: str, latent_step: float | None,
+             zarr_format: str,
              drop_radiance_error: bool, error_bound: float | None, ratio: float | None, overwrite: bool,
              workers: int | None, scheduler: str | None, quiet: bool) -> None:
     """Compress the TEMPO L1B GRANULE into the Zarr store OUT (latent only unless --error-bound or --ratio); with
@@ -89,7 +95,7 @@ def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype:
     from tempocodec.runtime.store import compress_granule
 
     inputs, out = split_out(paths, "GRANULE")
-    options: dict[str, Any] = {"bands": band, "model": model, "latent_dtype": latent_dtype,
+    options: dict[str, Any] = {"bands": band, "model": model, "latent_dtype": latent_dtype, "latent_step": latent_step,
                                "zarr_format": 3 if zarr_format == "3" else 2,
                                "drop_radiance_error": drop_radiance_error, "error_bound": error_bound, "ratio": ratio,
                                "overwrite": overwrite}

@@ -214,3 +214,61 @@ def test_cli_ratio_mode_reports_its_bound_and_bad_requests_fail_in_one_line(tiny
     assert_one_line_error(run_cli("compress", odd_granule, tmp_path / "b.zarr", "--model", "tiny1028",
                                   "--error-bound", "-1"), "--error-bound")
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+# --------------------------------------------------------------------------------------------------- quantized latents
+
+
+def test_quantized_latent_payload_round_trips_and_refuses_damage():
+    rng = np.random.default_rng(2)
+    latent = (rng.standard_normal((4, 3, 5)) * np.array([10, 1, 0.1, 0.01])[:, None, None]).astype(np.float32)
+    step = 0.05
+    p = payload.Payload(latent, None, (12, 20), (12, 20), 16, 4, (1, 2), b"", step)
+    blob = payload.pack(p)
+    q = payload.unpack(blob)
+    assert q.latent.dtype == np.float32 and np.abs(q.latent - latent).max() <= step / 2 * 1.0001
+    assert np.allclose(q.latent / np.float32(step), np.rint(q.latent / np.float32(step)), atol=1e-3)
+    assert payload.unpack(payload.with_position(blob, (3, 4))).position == (3, 4)
+    with pytest.raises(TempocodecError):
+        payload.unpack(blob[:-3])
+
+
+def test_quantized_latents_need_a_step_and_decode_to_their_multiples(tiny_models):
+    with pytest.raises(TempocodecError, match="latent_step"):
+        CodecConfig.parse(**model_config("tiny", "quantized", FILL))
+    with pytest.raises(TempocodecError, match="only for 'quantized'"):
+        CodecConfig.parse(**model_config("tiny", "float16", FILL, latent_step=0.1))
+    tiles, _ = noisy_tiles(1, 8)
+    coarse = CodecConfig.parse(**model_config("tiny", "quantized", FILL, latent_step=0.5))
+    fine = CodecConfig.parse(**model_config("tiny", "quantized", FILL, latent_step=0.001))
+    sizes = [len(kernel.encode_tiles(tiles, [FILL], c)[0]) for c in (coarse, fine)]
+    assert sizes[0] < sizes[1]
+    latent = payload.unpack(kernel.encode_tiles(tiles, [FILL], coarse)[0]).latent
+    assert np.allclose(latent / 0.5, np.rint(latent / 0.5), atol=1e-4)
+
+
+def test_default_store_quantizes_latents_at_a_step_set_from_the_granule(tiny_models, odd_granule, tmp_path):
+    out = tmp_path / "default.zarr"
+    compress_granule(odd_granule, out, model="tiny1028", progress=False)
+    entry = store_info(out).bands[UV]
+    assert entry["latent_dtype"] == "quantized" and entry["latent_step"] > 0 and "error_bound" not in entry
+    plain = tmp_path / "float16.zarr"
+    compress_granule(odd_granule, plain, model="tiny1028", latent_dtype="float16", progress=False)
+    assert store_info(out).radiance(UV).stored_bytes < store_info(plain).radiance(UV).stored_bytes
+    a, b = (xr.open_zarr(p, group=UV).radiance.values for p in (out, plain))
+    original = read_l1b(odd_granule).bands[UV].radiance.values
+    valid = np.isfinite(b)
+    err_q, err_f = (np.sqrt(np.nanmean(((x - original)[valid] / original[valid]) ** 2)) for x in (a, b))
+    assert err_q < 1.05 * err_f
+
+
+def test_ratio_beyond_the_latent_coarsens_the_latents_without_a_bound(tiny_models, odd_granule, tmp_path):
+    out = tmp_path / "high.zarr"
+    latent_only = tmp_path / "latent.zarr"
+    compress_granule(odd_granule, latent_only, model="tiny1028", progress=False)
+    base = store_info(latent_only).radiance(UV).ratio
+    compress_granule(odd_granule, out, model="tiny1028", ratio=2 * base, progress=False)
+    entry = store_info(out).bands[UV]
+    assert entry["mode"] == "ratio" and "error_bound" not in entry
+    assert entry["latent_step"] > store_info(latent_only).bands[UV]["latent_step"]
+    assert store_info(out).radiance(UV).ratio > 1.5 * base

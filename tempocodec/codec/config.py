@@ -33,9 +33,7 @@ CODEC_ID = "tempocodec_vae"
 LATENT_DTYPES: dict[str, np.dtype[np.floating]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4"),
                                                    "quantized": np.dtype("<f4")}
 """How latents are stored: float16, float32, or quantized to multiples of ``latent_step`` and entropy coded."""
-DEFAULT_LATENT_STEP = 0.02
-"""Quantization step of ``quantized`` latents (latent units) unless one is given: the latent-only error grows by
-< 1 % over float16 latents while they take ~6 bits instead of 16 (docs/benchmarks.md)."""
+
 RADIANCE_FILL = float(L1B_RADIANCE_FILL)
 _WHERE = f"{CODEC_NAME} codec configuration"
 _HEX = frozenset("0123456789abcdef")
@@ -73,13 +71,13 @@ def parse_statistics(mu: Sequence[float], sigma: Sequence[float]) -> tuple[tuple
 
 
 def parse_latent_step(latent_dtype: str, data: object) -> float | None:
-    """The quantization step of ``quantized`` latents: a positive float32 (default :data:`DEFAULT_LATENT_STEP`);
-    None for float latents, which take none."""
+    """The quantization step of ``quantized`` latents: a positive float32, which they need; None for float latents,
+    which take none."""
     if latent_dtype != "quantized":
         if data is not None:
             raise TempocodecError(f"{_WHERE}: 'latent_step' is only for 'quantized' latents, not {latent_dtype!r}")
         return None
-    step = parse_optional_float(DEFAULT_LATENT_STEP if data is None else data, "latent_step")
+    step = parse_optional_float(data, "latent_step")
     if step is None or step <= 0:
         raise TempocodecError(f"{_WHERE}: 'latent_step' must be a positive number, got {data!r}")
     return step

@@ -78,7 +78,9 @@ class VAENumcodec(Codec):
 
 def make_numcodec(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16",
                   fill_value: float = RADIANCE_FILL, valid_min: float | None = None,
-                  valid_max: float | None = None, residual: ResidualSpec | None = None) -> VAENumcodec:
+                  valid_max: float | None = None, residual: ResidualSpec | None = None,
+                  latent_step: float | None = None) -> VAENumcodec:
     """The Zarr v2 (numcodecs) codec for ``model`` and a source with ``fill_value`` and valid range
     ``[valid_min, valid_max]``, with the residual layer ``residual``; create the array with the same ``fill_value``."""
-    return VAENumcodec(**model_config(model, latent_dtype, float(fill_value), valid_min, valid_max), residual=residual)
+    return VAENumcodec(**model_config(model, latent_dtype, float(fill_value), valid_min, valid_max, latent_step),
+                       residual=residual)

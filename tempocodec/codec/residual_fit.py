@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from tempocodec.codec import kernel
+from tempocodec.codec import kernel, payload
 from tempocodec.codec.config import CodecConfig
 from tempocodec.codec.residual import NoiseModel, ResidualSpec, make_spec, noise_model
 from tempocodec.errors import TempocodecError
@@ -153,6 +153,37 @@ def _best(sample: Sample, config: CodecConfig, bound: float, parts: tuple[NoiseM
     sizes = [_size(sample, config, spec) for spec in specs]
     best = int(np.argmin(sizes))
     return specs[best], sizes[best]
+
+
+def latent_step(sample: Sample, config: CodecConfig, relative: float) -> float:
+    """The quantization step of ``sample``'s latents under ``config``: ``relative`` times the RMS over latent
+    channels of their standard deviation over the sample's chunks (so the step follows the model's latent scale)."""
+    float_config = dataclasses.replace(config, latent_dtype="float32", latent_step=None, residual=None)
+    latents = [payload.unpack(b).latent for b in kernel.encode_tiles(sample.radiance, sample.fills, float_config)]
+    cells = np.concatenate([lat.reshape(lat.shape[0], -1) for lat in latents], axis=1)
+    if cells.shape[1] < 2:
+        raise TempocodecError("quantized latents: the sample has no valid pixel to set the quantization step from")
+    return float(np.float32(relative * np.sqrt(np.mean(cells.var(axis=1)))))
+
+
+def latent_only_ratio(sample: Sample, config: CodecConfig) -> float:
+    """The ratio of ``sample``'s payloads under ``config`` without a residual layer."""
+    plain = dataclasses.replace(config, residual=None)
+    return sample.raw_bytes / sum(len(b) for b in kernel.encode_tiles(sample.radiance, sample.fills, plain))
+
+
+def step_for_ratio(sample: Sample, config: CodecConfig, ratio: float) -> float:
+    """The smallest latent quantization step (to ~5 %) at which ``sample``'s latent-only payloads reach ``ratio``
+    under the quantized-latent ``config``: for targets beyond what the latent gives at the default step."""
+    lo, hi = config.latent_step or 1e-3, 100 * (config.latent_step or 1e-3)
+    at = lambda step: latent_only_ratio(sample, dataclasses.replace(config, latent_step=float(np.float32(step))))  # noqa: E731
+    if at(hi) < ratio:
+        raise TempocodecError(f"--ratio {ratio:g}: out of reach (the coarsest latents give about {at(hi):.0f}× on this "
+                              "granule)")
+    while hi / lo > 1.05:
+        mid = float(np.sqrt(lo * hi))
+        lo, hi = (lo, mid) if at(mid) >= ratio else (mid, hi)
+    return float(np.float32(hi))
 
 
 def fit_residual(sample: Sample, config: CodecConfig, *, bound: float | None = None,

@@ -140,8 +140,8 @@ async def _batched(run: Any, items: list[tuple[Any, Any]]) -> list[Any]:
 
 def make_codec(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16", fill_value: float | None = None,
                valid_min: float | None = None, valid_max: float | None = None,
-               residual: ResidualSpec | None = None) -> VAECodec:
+               residual: ResidualSpec | None = None, latent_step: float | None = None) -> VAECodec:
     """The Zarr v3 codec for ``model`` and a source with ``fill_value`` and valid range ``[valid_min, valid_max]``,
     with the residual layer ``residual`` (None: latent only); ``fill_value`` None decodes invalid elements to the
     array's fill value."""
-    return VAECodec(**model_config(model, latent_dtype, fill_value, valid_min, valid_max), residual=residual)
+    return VAECodec(**model_config(model, latent_dtype, fill_value, valid_min, valid_max, latent_step), residual=residual)

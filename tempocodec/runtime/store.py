@@ -18,6 +18,7 @@ CRC-32 (:mod:`tempocodec.runtime.integrity`): every reader here refuses a store 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator
@@ -39,9 +40,18 @@ from tempocodec.codec import payload
 from tempocodec.codec.config import CodecConfig, model_config
 from tempocodec.codec.numcodec import make_numcodec
 from tempocodec.codec.residual import ResidualSpec
-from tempocodec.codec.residual_fit import Sample, fit_residual, sample_cols, sample_rows
+from tempocodec.codec.residual_fit import (
+    Sample,
+    fit_residual,
+    latent_only_ratio,
+    latent_step,
+    sample_cols,
+    sample_rows,
+    step_for_ratio,
+)
 from tempocodec.codec.stored import place_chunks, read_stored_chunks
 from tempocodec.codec.zarr3 import make_codec
+from tempocodec.defaults import DEFAULT_LATENT_DTYPE, RELATIVE_LATENT_STEP
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.granule.netcdf import NETCDF_FILE, materialise
@@ -123,7 +133,8 @@ def compress_granule(
     *,
     bands: str = "uv",
     model: str | os.PathLike | None = None,
-    latent_dtype: str = "float16",
+    latent_dtype: str = DEFAULT_LATENT_DTYPE,
+    latent_step: float | None = None,
     zarr_format: ZarrFormat = 3,
     drop_radiance_error: bool = False,
     error_bound: float | None = None,
@@ -140,9 +151,11 @@ def compress_granule(
     is replaced only with ``overwrite``, only when it is a store (or an empty directory), and only by a complete
     store. Without ``overwrite``, a ``dst`` that another run puts in place meanwhile is not replaced either.
 
+    ``latent_dtype``: how the latents are stored (:data:`~tempocodec.codec.config.LATENT_DTYPES`; by default quantized
+    to multiples of ``latent_step``, default :data:`~tempocodec.codec.config.DEFAULT_LATENT_STEP`, and entropy coded).
     ``error_bound`` K adds the residual layer (:mod:`tempocodec.codec.residual`) so that every valid radiance value
     decodes within K times its ``radiance_error``; ``ratio`` instead picks the smallest such bound at which the
-    radiance compresses about that many times. Neither: the latent alone (about 1000×, no bound).
+    radiance compresses about that many times. Neither: the latent alone (about 2000×, no bound).
     """
     dst = Path(dst)
     residual = ResidualRequest.parse(error_bound, ratio)
@@ -163,7 +176,7 @@ def compress_granule(
             noise = ds.get("radiance_error")
             if drop_radiance_error:
                 ds = ds.drop_vars("radiance_error", errors="ignore")
-            coding = BandCoding(chosen.get(band), latent_dtype, residual, noise)
+            coding = BandCoding(chosen.get(band), latent_dtype, residual, noise, latent_step)
             summary[band] = _write_band(tmp, band, ds, coding, zarr_format, dtypes, progress)
         _finish(tmp, granule, summary, dtypes, zarr_format)
     return store_info(dst)
@@ -218,13 +231,15 @@ class ResidualRequest:
 
 @dataclass(frozen=True)
 class BandCoding:
-    """How one band's radiance is coded: its model (None: lossless), latent dtype, residual request and the band's
-    ``radiance_error`` (what a bound refers to; kept here even when the store drops it)."""
+    """How one band's radiance is coded: its model (None: lossless), latent dtype, residual request, the band's
+    ``radiance_error`` (what a bound refers to; kept here even when the store drops it) and the step of quantized
+    latents (None: the default)."""
 
     model: ModelArtifacts | None
     latent_dtype: str
     residual: ResidualRequest | None
     noise: xr.DataArray | None
+    latent_step: float | None = None
 
 
 def _write_band(
@@ -263,36 +278,60 @@ def _write_band(
 
 def _vae_radiance(radiance: xr.DataArray, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],
                   zarr_format: ZarrFormat) -> tuple[dict[str, Any], dict[str, Any], dict[str, Filler]]:
-    """The band entry, zarr encoding and fillers of a VAE-coded radiance (with its residual layer when asked)."""
+    """The band entry, zarr encoding and fillers of a VAE-coded radiance: quantized latents get their step from a
+    sample of the granule unless one is given, and the residual layer, when asked, is fitted on the same sample."""
     assert coding.model is not None
     model = coding.model
-    spec = None if coding.residual is None else _fit_band_residual(radiance, coding, fill, valid)
-    encoding = _radiance_encoding(model, coding.latent_dtype, fill, valid, zarr_format, spec)
-    entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": coding.latent_dtype}
-    if spec is None or coding.residual is None:
+    if coding.residual is not None and coding.noise is None:
+        raise TempocodecError("--error-bound and --ratio need the granule's radiance_error, which this band lacks")
+    needs_step = coding.latent_dtype == "quantized" and coding.latent_step is None
+    sample = _band_sample(radiance, coding.noise, fill) if needs_step or coding.residual is not None else None
+    if needs_step:
+        assert sample is not None
+        plain = CodecConfig.parse(**model_config(model, "float32", float(fill), *valid))
+        coding = dataclasses.replace(coding, latent_step=latent_step(sample, plain, RELATIVE_LATENT_STEP))
+    spec, request = None, coding.residual
+    if request is not None:
+        assert sample is not None
+        config = CodecConfig.parse(**model_config(model, coding.latent_dtype, float(fill), *valid, coding.latent_step))
+        target = request.ratio
+        if target is not None and config.latent_step is not None and target > 0.95 * latent_only_ratio(sample, config):
+            # beyond the latent at its step: coarser latents, no residual layer and no bound
+            coding = dataclasses.replace(coding, latent_step=step_for_ratio(sample, config, target))
+            return _latent_entry(model, coding) | {"mode": "ratio", "target_ratio": target}, _radiance_encoding(
+                model, coding, fill, valid, zarr_format, None), {}
+        spec = fit_residual(sample, config, bound=request.bound, ratio=target)
+    encoding = _radiance_encoding(model, coding, fill, valid, zarr_format, spec)
+    entry = _latent_entry(model, coding)
+    if spec is None or request is None:
         return entry, encoding, {}
     filler = _bounded_filler(radiance, coding.noise, encoding, fill, zarr_format)
-    return entry | _residual_entry(spec, coding.residual), encoding, {"radiance": filler}
+    return entry | _residual_entry(spec, request), encoding, {"radiance": filler}
 
 
-def _fit_band_residual(radiance: xr.DataArray, coding: BandCoding, fill: np.float32,
-                       valid: tuple[float | None, float | None]) -> ResidualSpec:
-    """The band's residual layer, fitted on a few chunks from two stripes of the granule."""
-    assert coding.model is not None and coding.residual is not None
-    if coding.noise is None:
-        raise TempocodecError("--error-bound and --ratio need the granule's radiance_error, which this band lacks")
-    config = CodecConfig.parse(**model_config(coding.model, coding.latent_dtype, float(fill), *valid))
-    tiles, noise, covered = [], [], 0
+def _latent_entry(model: ModelArtifacts, coding: BandCoding) -> dict[str, Any]:
+    """The band entry of a VAE-coded radiance: model, identity, latent dtype and step."""
+    entry: dict[str, Any] = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256,
+                             "latent_dtype": coding.latent_dtype}
+    if coding.latent_step is not None:
+        entry["latent_step"] = coding.latent_step
+    return entry
+
+
+def _band_sample(radiance: xr.DataArray, noise: xr.DataArray | None, fill: np.float32) -> Sample:
+    """A few chunks from two stripes of the granule (:func:`sample_rows`, :func:`sample_cols`) with their noise
+    (NaN where the band has no ``radiance_error``)."""
+    tiles, sigma, covered = [], [], 0
     for start in sample_rows(radiance.shape[0], TILE):
         rows = slice(start, start + TILE)
         for first in sample_cols(radiance.shape[1], TILE):
             cols = slice(first, first + TILE)
-            block = [np.asarray(materialise(v[rows, cols]), np.float32) for v in (radiance.data, coding.noise.data)]
-            tiles.append(_pad_tile(block[0], fill))
-            noise.append(_pad_tile(block[1], np.float32(np.nan)))
-            covered += block[0].nbytes
-    sample = Sample(np.stack(tiles), np.stack(noise), float(fill), covered)
-    return fit_residual(sample, config, bound=coding.residual.bound, ratio=coding.residual.ratio)
+            block = np.asarray(materialise(radiance.data[rows, cols]), np.float32)
+            err = np.full_like(block, np.nan) if noise is None else np.asarray(materialise(noise.data[rows, cols]), np.float32)
+            tiles.append(_pad_tile(block, fill))
+            sigma.append(_pad_tile(err, np.float32(np.nan)))
+            covered += block.nbytes
+    return Sample(np.stack(tiles), np.stack(sigma), float(fill), covered)
 
 
 def _pad_tile(block: np.ndarray, pad: np.float32) -> np.ndarray:
@@ -321,7 +360,7 @@ def _bounded_filler(radiance: xr.DataArray, noise: xr.DataArray | None, encoding
     return fill_array
 
 
-def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float32, valid: tuple[float | None, float | None],
+def _radiance_encoding(model: ModelArtifacts, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],
                        zarr_format: ZarrFormat, residual: ResidualSpec | None = None) -> dict[str, Any]:
     """Zarr encoding of a radiance array through the VAE codec (sharded on v3), given the source's fill value and
     valid range ``(valid_min, valid_max)``: the codec takes both, and the zarr array's own fill value is the source's
@@ -329,8 +368,8 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
     chunks = (TILE, TILE, model.n_channels)
     if zarr_format == 3:
         return {
-            "serializer": make_codec(model, latent_dtype=latent_dtype, fill_value=float(fill),
-                                     valid_min=valid[0], valid_max=valid[1], residual=residual),
+            "serializer": make_codec(model, latent_dtype=coding.latent_dtype, fill_value=float(fill), valid_min=valid[0],
+                                     valid_max=valid[1], residual=residual, latent_step=coding.latent_step),
             "compressors": None,
             "filters": None,
             "chunks": chunks,
@@ -339,8 +378,8 @@ def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float3
             "fill_value": fill,
         }
     return {
-        "compressors": [make_numcodec(model, latent_dtype=latent_dtype, fill_value=float(fill),
-                                      valid_min=valid[0], valid_max=valid[1], residual=residual)],
+        "compressors": [make_numcodec(model, latent_dtype=coding.latent_dtype, fill_value=float(fill), valid_min=valid[0],
+                                      valid_max=valid[1], residual=residual, latent_step=coding.latent_step)],
         "filters": None,
         "chunks": chunks,
         "_FillValue": fill,
