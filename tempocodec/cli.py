@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -36,6 +37,8 @@ class _Group(click.Group):
 def main() -> None:
     """Compress TEMPO Level-1B radiance with a variational autoencoder, and read Level-2 products from the latents."""
     _limit_malloc_arenas()
+    # zarr notes on every read that numcodecs codecs (the auxiliary variables') are outside the v3 specification
+    warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr", category=UserWarning)
 
 
 def _limit_malloc_arenas() -> None:
@@ -57,16 +60,18 @@ def _limit_malloc_arenas() -> None:
 @click.option("--latent-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True)
 @click.option("--drop-radiance-error", is_flag=True, help="Do not store radiance_error.")
+@click.option("--lossless-aux", is_flag=True, help="Keep every variable but radiance lossless (radiance_error "
+              "bit-rounded to 7 bits), as release 0.2 did; default: geolocation and angles on documented grids.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a store (never anything else).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def compress(granule: Path, out: Path, band: str, model: str | None, latent_dtype: str, zarr_format: str,
-             drop_radiance_error: bool, overwrite: bool, quiet: bool) -> None:
+             drop_radiance_error: bool, lossless_aux: bool, overwrite: bool, quiet: bool) -> None:
     """Compress the TEMPO L1B GRANULE into the Zarr store OUT."""
     from tempocodec.runtime.store import compress_granule
 
     summary = compress_granule(granule, out, bands=band, model=model, latent_dtype=latent_dtype,
                                zarr_format=3 if zarr_format == "3" else 2, drop_radiance_error=drop_radiance_error,
-                               overwrite=overwrite, progress=not quiet)
+                               lossless_aux=lossless_aux, overwrite=overwrite, progress=not quiet)
     if not quiet:
         _print_summary(summary)
 
@@ -127,10 +132,11 @@ def _print_summary(summary) -> None:
     from rich.table import Table
 
     table = Table(title=str(summary.path))
-    for col in ("group", "variable", "codec", "raw MB", "stored MB", "ratio"):
+    for col in ("group", "variable", "codec", "raw MB", "stored MB", "ratio", "bound"):
         table.add_column(col, justify="right" if col in ("raw MB", "stored MB", "ratio") else "left")
     for v in summary.variables:
-        table.add_row(v.group, v.name, v.codec, f"{v.raw_bytes / 1e6:.2f}", f"{v.stored_bytes / 1e6:.4f}", f"{v.ratio:.1f}")
+        table.add_row(v.group, v.name, v.codec, f"{v.raw_bytes / 1e6:.2f}", f"{v.stored_bytes / 1e6:.4f}", f"{v.ratio:.1f}",
+                      v.bound)
     table.add_row("all", "(files, metadata included)", "", f"{summary.total_raw / 1e6:.2f}",
                   f"{summary.total_stored / 1e6:.4f}", f"{summary.total_raw / summary.total_stored:.1f}")
     console = Console()

@@ -45,7 +45,8 @@ from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
-from tempocodec.runtime import integrity
+from tempocodec.runtime import integrity, provenance
+from tempocodec.runtime.auxcodecs import BOUNDS, aux_encoding, lossy_bound, quiet_codecs
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
 
@@ -72,6 +73,9 @@ class VariableSize:
     codec: str
     raw_bytes: int
     stored_bytes: int
+    bound: str = "exact"
+    """The documented error bound (``exact``, ``abs <= 1e-05 degrees``, ``rel <= 0.78%``, or ``model`` for
+    VAE-coded radiance, whose error the model card gives)."""
 
     @property
     def ratio(self) -> float:
@@ -114,6 +118,7 @@ def compress_granule(
     latent_dtype: str = "float16",
     zarr_format: ZarrFormat = 3,
     drop_radiance_error: bool = False,
+    lossless_aux: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> StoreSummary:
@@ -124,6 +129,9 @@ def compress_granule(
     into place at the end (:mod:`tempocodec.atomic`), so an interrupted run leaves nothing; an existing ``dst``
     is replaced only with ``overwrite``, only when it is a store (or an empty directory), and only by a complete
     store. Without ``overwrite``, a ``dst`` that another run puts in place meanwhile is not replaced either.
+    Every variable but radiance goes through :func:`tempocodec.runtime.auxcodecs.aux_encoding` (geolocation and
+    angles on a documented grid, ``radiance_error`` bit-rounded in its own codec pipeline); ``lossless_aux`` keeps
+    them as release 0.2 did: lossless, ``radiance_error`` rounded to 7 bits.
     """
     dst = Path(dst)
     if bands not in BAND_CHOICES:
@@ -137,12 +145,14 @@ def compress_granule(
             raise TempocodecError(f"{granule.path}: none of the bands {', '.join(BAND_CHOICES[bands])} is in the file")
         dtypes: dict[str, str] = {}
         summary: dict[str, dict[str, Any]] = {}
-        _write_root(tmp, granule.root, granule.attrs, zarr_format, dtypes)
+        attrs = provenance.with_history(granule.attrs, provenance.compress_note(granule.path, chosen, lossless_aux))
+        _write_root(tmp, granule.root, attrs, zarr_format, dtypes)
         for band in present:
             ds = granule.band(band)
             if drop_radiance_error:
                 ds = ds.drop_vars("radiance_error", errors="ignore")
-            summary[band] = _write_band(tmp, band, ds, chosen.get(band), latent_dtype, zarr_format, dtypes, progress)
+            summary[band] = _write_band(tmp, band, ds, chosen.get(band), latent_dtype, zarr_format, dtypes, progress,
+                                        lossless_aux)
         _finish(tmp, granule, summary, dtypes, zarr_format)
     return store_info(dst)
 
@@ -184,11 +194,15 @@ def _write_band(
     zarr_format: ZarrFormat,
     dtypes: dict[str, str],
     progress: bool,
+    lossless_aux: bool = False,
 ) -> dict[str, Any]:
     """One band group; returns the band's entry of the ``tempocodec.bands`` attribute."""
     fill, valid = _fill_value(ds["radiance"]), _valid_range(ds["radiance"])
+    source = ds
     ds, encoding = _lossless(ds, f"/{band}", zarr_format, dtypes)
-    if "radiance_error" in ds:
+    if not lossless_aux:
+        _aux_encodings(source, ds, encoding, zarr_format)
+    elif "radiance_error" in ds:
         ds["radiance_error"] = _bitround(ds["radiance_error"])
         ds["radiance_error"].attrs["tempocodec_lossy"] = (
             f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), "
@@ -203,10 +217,25 @@ def _write_band(
             )
         encoding["radiance"] = _radiance_encoding(model, latent_dtype, fill, valid, zarr_format)
         entry = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256, "latent_dtype": latent_dtype}
+        ds["radiance"].attrs["tempocodec_lossy"] = provenance.radiance_note(model, latent_dtype)
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
-    with dask_progress(f"{band}", enabled=progress), bounded_workers():
+    with dask_progress(f"{band}", enabled=progress), bounded_workers(), quiet_codecs():
         write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK)
     return entry
+
+
+def _aux_encodings(source: xr.Dataset, ds: xr.Dataset, encoding: dict[str, dict], zarr_format: ZarrFormat) -> None:
+    """Put every variable but radiance on its :func:`~tempocodec.runtime.auxcodecs.aux_encoding` (in ``encoding``,
+    in place), and mark each lossy one with its ``tempocodec_lossy`` attribute in ``ds``; ``source`` holds the
+    variables as read (their fill values)."""
+    for name in ds.variables:
+        if name == "radiance":
+            continue
+        with quiet_codecs():
+            codecs, note = aux_encoding(source[name], str(name), zarr_format)
+        encoding[str(name)].update(codecs)
+        if note is not None:
+            ds[name].attrs["tempocodec_lossy"] = note
 
 
 def _radiance_encoding(model: ModelArtifacts, latent_dtype: str, fill: np.float32, valid: tuple[float | None, float | None],
@@ -342,17 +371,57 @@ def store_info(path: str | os.PathLike) -> StoreSummary:
     path = Path(path)
     root = open_root(path)
     meta = store_meta(root)
+    with quiet_codecs():
+        return _summary(path, root, meta)
+
+
+def _summary(path: Path, root: zarr.Group, meta: dict[str, Any]) -> StoreSummary:
+    """:func:`store_info` of the opened store ``root`` with its ``tempocodec`` attribute ``meta``."""
     sizes: list[VariableSize] = []
     bands = [(name, store_node(root, name, zarr.Group, path)) for name in meta["bands"]]
     for group_path, group in [("/", root), *bands]:
         for name, arr in group.arrays():
             raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
-            is_vae = group_path != "/" and name == "radiance" and meta["bands"][group_path]["radiance"] == "vae"
-            codec = "vae" if is_vae else "lossless"
-            if name == "radiance_error":
-                codec = f"bitround{RADIANCE_ERROR_KEEPBITS}+lossless"
-            sizes.append(VariableSize(group_path, name, codec, raw, _stored_bytes(arr)))
+            sizes.append(VariableSize(group_path, name, codec_names(arr), raw, _stored_bytes(arr),
+                                      _bound_text(name, arr)))
     return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
+
+
+def codec_names(arr: zarr.Array) -> str:
+    """The array's codec chain as ``name+name+...`` from its own metadata (zarr v3: filters, serializer when not
+    ``bytes``, compressors, inside ``sharding_indexed[...]``; v2: filters then compressor), e.g.
+    ``fixedscaleoffset+delta+zstd+crc32c`` or ``sharding[tempocodec.vae]``."""
+    meta = arr.metadata.to_dict()
+    if meta.get("zarr_format") == 2:
+        parts = [c["id"] for c in (meta.get("filters") or [])] + ([meta["compressor"]["id"]] if meta.get("compressor") else [])
+        return "+".join(parts) or "raw"
+    return _v3_names(meta["codecs"])
+
+
+def _v3_names(codecs: list[dict[str, Any]]) -> str:
+    """``name+name`` of a v3 codec list (``numcodecs.`` prefixes and the plain ``bytes`` serializer left out)."""
+    names = []
+    for codec in codecs:
+        name = codec["name"]
+        if name == "sharding_indexed":
+            names.append(f"sharding[{_v3_names(codec['configuration']['codecs'])}]")
+        elif name != "bytes":
+            names.append(name.removeprefix("numcodecs."))
+    return "+".join(names) or "raw"
+
+
+def _bound_text(name: str, arr: zarr.Array) -> str:
+    """The error bound of a stored array, from its ``tempocodec_lossy`` attribute: ``exact`` when it has none."""
+    note = arr.attrs.get("tempocodec_lossy")
+    if not isinstance(note, str):
+        return "exact"
+    bound = lossy_bound(name, note)
+    if bound is not None:
+        kind, value = bound
+        return f"abs <= {value:g} {BOUNDS[name].units}" if kind == "absolute" else f"rel <= {value:.2%}"
+    if name == "radiance_error" and "BitRound" in note:
+        return f"rel <= {2.0 ** -(RADIANCE_ERROR_KEEPBITS + 1):.2%}"
+    return "model card" if name == "radiance" else "lossy"
 
 
 def open_root(path: Path, *, check: bool = True) -> zarr.Group:
@@ -457,7 +526,21 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
     with reading(path, band):
         names = store_node(root, band, zarr.Group, path).array_keys()
         check_arrays(root, [f"{band}/{name}" for name in names], path)
-    return _open_group(path, band)
+    return without_codecs(_open_group(path, band))
+
+
+CODEC_KEYS = ("serializer", "compressors", "compressor", "filters", "chunks", "shards", "preferred_chunks")
+"""The encoding keys that name how a variable was stored; :func:`without_codecs` drops them."""
+
+
+def without_codecs(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the codec chain and chunking dropped from each variable's ``.encoding`` (dtype and fill kept), so
+    that ``ds.isel(...).to_zarr(...)`` writes decoded values with zarr's default lossless codecs instead of coding
+    lossy data a second time (docs/format.md, *Writing your own Dataset*)."""
+    for var in ds.variables.values():
+        for key in CODEC_KEYS:
+            var.encoding.pop(key, None)
+    return ds
 
 
 def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
@@ -491,7 +574,7 @@ def decompress_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrit
     with reading(src, "the root group"):
         check_arrays(root, list(root.array_keys()), src)
     root_ds = _open_group(src, None)
-    attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
+    attrs = provenance.with_history(_typed_attrs(root_ds.attrs, "/", dtypes), provenance.decompress_note(src))
     root_ds = _typed_vars(root_ds, "/", dtypes)
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
@@ -531,11 +614,11 @@ def _netcdf_attribute_dtype(name: Any) -> np.dtype | None:
 
 
 def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, np.dtype]) -> xr.Dataset:
-    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own
-    notes dropped."""
+    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes (lossy markers
+    kept: the file says which values are reconstructions)."""
     ds = ds.copy()
     for name in ds.variables:
-        attrs = {k: v for k, v in ds[name].attrs.items() if k != "tempocodec_lossy"}
+        attrs = dict(ds[name].attrs)
         if ds[name].dtype.byteorder not in "=|":  # zarr gives explicit little-endian; netCDF4 wants native
             ds[name] = ds[name].astype(ds[name].dtype.newbyteorder("="))
         ds[name].attrs = _typed_attrs(attrs, f"{where.rstrip('/')}/{name}", dtypes)
