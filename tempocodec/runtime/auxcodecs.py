@@ -41,7 +41,8 @@ RADIANCE_ERROR_KEEPBITS = 6
 
 @dataclass(frozen=True)
 class Bound:
-    """A quantization grid ``step`` (in the variable's ``units``) and the documented absolute ``bound``."""
+    """The documented absolute ``bound`` (in the variable's ``units``) and the coarsest ``step`` it is meant for (the
+    grid actually used is :func:`_grid`'s, finer near ±180°)."""
 
     step: float
     bound: float
@@ -68,14 +69,23 @@ def quiet_codecs() -> Iterator[None]:
         yield
 
 
-def _grid_fits(values: np.ndarray, step: float) -> tuple[bool, float]:
-    """Whether float ``values`` can go on a grid of ``step`` around their midpoint as int32 (all finite, |index| <
-    2³⁰), and that midpoint (a whole number of steps)."""
+def _grid(values: np.ndarray, bound: float) -> tuple[float, float] | None:
+    """The grid ``(step, offset)`` on which float32 ``values`` decode within ``bound``, or None when there is none.
+
+    FixedScaleOffset decodes in float32 (``index / scale + offset``): the division rounds by at most one unit in
+    the last place of the span, the addition by half a unit of the largest value (7.6e-6 at 180°). The step is
+    twice what remains of the bound, rounded down to 1, 2 or 5 × 10ⁿ; the offset is the values' midpoint."""
     if values.size == 0 or not np.isfinite(values).all():
-        return False, 0.0
+        return None
     lo, hi = float(values.min()), float(values.max())
+    margin = 0.5 * float(np.spacing(np.float32(max(abs(lo), abs(hi))))) + float(np.spacing(np.float32(hi - lo)))
+    if margin >= bound:
+        return None
+    room = 2 * (bound - margin)
+    decade = 10.0 ** np.floor(np.log10(room))
+    step = max(m * decade for m in (1, 2, 5) if m * decade <= room)
     offset = round((lo + hi) / 2 / step) * step
-    return max(abs(lo - offset), abs(hi - offset)) / step < 2**30, offset
+    return (step, offset) if (hi - lo) / step < 2**30 else None
 
 
 def _tails(zarr_format: int, typesize: int) -> list[list[Any]]:
@@ -134,11 +144,12 @@ def aux_encoding(var: xr.DataArray, name: str, zarr_format: int) -> tuple[dict[s
         return _encoding([BitRound(keepbits=RADIANCE_ERROR_KEEPBITS)], None, zarr_format, size), note
     values = np.asarray(var.values)
     if bound is not None and var.dtype.kind == "f" and not _has_fill(var):
-        fits, offset = _grid_fits(values.astype(np.float64), bound.step)
-        if fits:
-            codecs = [FixedScaleOffset(offset=offset, scale=1 / bound.step, dtype=var.dtype.str, astype="<i4"),
+        grid = _grid(values.astype(np.float64), bound.bound) if var.dtype == np.float32 else None
+        if grid is not None:
+            step, offset = grid
+            codecs = [FixedScaleOffset(offset=offset, scale=round(1 / step, 6), dtype=var.dtype.str, astype="<i4"),
                       Delta(dtype="<i4")]
-            note = (f"numcodecs FixedScaleOffset(offset={offset}, scale={1 / bound.step:g}) + Delta + zstd: "
+            note = (f"numcodecs FixedScaleOffset(offset={offset:g}, scale={1 / step:g}) + Delta + zstd: "
                     f"absolute error <= {bound.bound:g} {bound.units}")
             return _encoding(codecs, values, zarr_format, size), note
     if var.dtype.kind in "iu" and name == "terrain_height":
