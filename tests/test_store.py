@@ -16,11 +16,11 @@ from helpers_cli import assert_one_line_error, run_cli
 from tiny_model import model_variant
 
 import tempocodec.runtime.store as store_module
-from tempocodec.runtime.auxcodecs import BOUNDS
-from tempocodec.runtime.auxcodecs import RADIANCE_ERROR_KEEPBITS as AUX_KEEPBITS
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import read_l1b, write_l1b
 from tempocodec.runtime.artifacts import MODELS_ENV
+from tempocodec.runtime.auxcodecs import BOUNDS
+from tempocodec.runtime.auxcodecs import RADIANCE_ERROR_KEEPBITS as AUX_KEEPBITS
 from tempocodec.runtime.store import compress_granule, decompress_store, open_store, store_info
 from tempocodec.simulator import write_simulated
 

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import xarray as xr
 import numcodecs
 import numcodecs.abc
+import numpy as np
+import xarray as xr
 from numcodecs.checksum32 import CRC32C
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.codecs.numcodecs import BitRound, Delta, FixedScaleOffset

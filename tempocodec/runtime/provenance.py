@@ -21,7 +21,7 @@ LOSSY_ATTR = "tempocodec_lossy"
 
 def _stamp() -> str:
     """The current UTC time as CF writes it in ``history`` (ISO 8601, seconds, ``Z``)."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def with_history(attrs: Mapping[str, Any], action: str) -> dict[str, Any]:

@@ -46,8 +46,8 @@ from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity, provenance
-from tempocodec.runtime.auxcodecs import BOUNDS, aux_encoding, lossy_bound, quiet_codecs
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.runtime.auxcodecs import BOUNDS, aux_encoding, lossy_bound, quiet_codecs
 from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
@@ -391,7 +391,7 @@ def codec_names(arr: zarr.Array) -> str:
     """The array's codec chain as ``name+name+...`` from its own metadata (zarr v3: filters, serializer when not
     ``bytes``, compressors, inside ``sharding_indexed[...]``; v2: filters then compressor), e.g.
     ``fixedscaleoffset+delta+zstd+crc32c`` or ``sharding[tempocodec.vae]``."""
-    meta = arr.metadata.to_dict()
+    meta = cast(dict[str, Any], arr.metadata.to_dict())
     if meta.get("zarr_format") == 2:
         parts = [c["id"] for c in (meta.get("filters") or [])] + ([meta["compressor"]["id"]] if meta.get("compressor") else [])
         return "+".join(parts) or "raw"
