@@ -188,3 +188,14 @@ def test_plain_zarr_decodes_everything_but_radiance(stores):
         expected = {n: float(np.asarray(root[UV][n][...], dtype=float).sum()) for n in names}
     assert out["arrays"] == pytest.approx(expected)
     assert "tempocodec" in out["radiance"]
+
+
+def test_within_bound_checks_every_value_and_fills():
+    from tempocodec.runtime.auxcodecs import within_bound
+
+    note = {"tempocodec_lossy": "numcodecs FixedScaleOffset(offset=35, scale=100000) + Delta + zstd: absolute ..."}
+    a = np.array([35.0, 36.0, FILL], dtype=np.float32)
+    assert within_bound("latitude", note, a, a + np.array([9e-6, -9e-6, 0], dtype=np.float32))
+    assert not within_bound("latitude", note, a, a + np.array([0, 2e-5, 0], dtype=np.float32))
+    assert not within_bound("latitude", note, a, np.array([35.0, 36.0, 0.0], dtype=np.float32))  # fill not exact
+    assert not within_bound("latitude", {}, a, a + np.float32(1e-6))  # no marker: exact only

@@ -176,3 +176,19 @@ def lossy_bound(name: str, note: str) -> tuple[str, float] | None:
     if name in BOUNDS and note.startswith("numcodecs FixedScaleOffset"):
         return "absolute", BOUNDS[name].bound
     return None
+
+
+def within_bound(name: str, attrs: dict[str, Any], original: np.ndarray, stored: np.ndarray) -> bool:
+    """Whether ``stored`` (same shape) holds ``original`` within the bound its ``tempocodec_lossy`` attribute in
+    ``attrs`` states (exactly, NaN matching NaN, where it states none): every value checked, fill values exact."""
+    note = attrs.get("tempocodec_lossy")
+    bound = lossy_bound(name, note) if isinstance(note, str) else None
+    if bound is None:
+        return bool(np.array_equal(original, stored, equal_nan=True))
+    kind, limit = bound
+    a, b = original.astype(np.float64), stored.astype(np.float64)
+    usable = np.isfinite(a) & (np.abs(a) < 1e30)
+    if not np.array_equal(a[~usable], b[~usable], equal_nan=True):
+        return False
+    scale = np.abs(a[usable]) if kind == "relative" else 1.0
+    return bool((np.abs(a[usable] - b[usable]) <= limit * scale).all())
