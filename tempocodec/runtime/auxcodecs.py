@@ -22,12 +22,13 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numcodecs
 import numcodecs.abc
 import numpy as np
 import xarray as xr
+import zarr
 from numcodecs.checksum32 import CRC32C
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.codecs.numcodecs import BitRound, Delta, FixedScaleOffset
@@ -192,3 +193,54 @@ def within_bound(name: str, attrs: dict[str, Any], original: np.ndarray, stored:
         return False
     scale = np.abs(a[usable]) if kind == "relative" else 1.0
     return bool((np.abs(a[usable] - b[usable]) <= limit * scale).all())
+
+
+def codec_names(arr: zarr.Array) -> str:
+    """The array's codec chain as ``name+name+...`` from its own metadata (zarr v3: filters, serializer when not
+    ``bytes``, compressors, inside ``sharding_indexed[...]``; v2: filters then compressor), e.g.
+    ``fixedscaleoffset+delta+zstd+crc32c`` or ``sharding[tempocodec.vae]``."""
+    meta = cast(dict[str, Any], arr.metadata.to_dict())
+    if meta.get("zarr_format") == 2:
+        parts = [c["id"] for c in (meta.get("filters") or [])] + ([meta["compressor"]["id"]] if meta.get("compressor") else [])
+        return "+".join(parts) or "raw"
+    return _v3_names(meta["codecs"])
+
+
+def _v3_names(codecs: list[dict[str, Any]]) -> str:
+    """``name+name`` of a v3 codec list (``numcodecs.`` prefixes and the plain ``bytes`` serializer left out)."""
+    names = []
+    for codec in codecs:
+        name = codec["name"]
+        if name == "sharding_indexed":
+            names.append(f"sharding[{_v3_names(codec['configuration']['codecs'])}]")
+        elif name != "bytes":
+            names.append(name.removeprefix("numcodecs."))
+    return "+".join(names) or "raw"
+
+
+def bound_text(name: str, arr: zarr.Array) -> str:
+    """The error bound of a stored array, from its ``tempocodec_lossy`` attribute: ``exact`` when it has none."""
+    note = arr.attrs.get("tempocodec_lossy")
+    if not isinstance(note, str):
+        return "exact"
+    bound = lossy_bound(name, note)
+    if bound is not None:
+        kind, value = bound
+        return f"abs <= {value:g} {BOUNDS[name].units}" if kind == "absolute" else f"rel <= {value:.2%}"
+    if name == "radiance_error" and note.startswith("mantissa rounded to 7 bits"):  # --lossless-aux
+        return f"rel <= {2.0 ** -8:.2%}"
+    return "model card" if name == "radiance" else "lossy"
+
+
+CODEC_KEYS = ("serializer", "compressors", "compressor", "filters", "chunks", "shards", "preferred_chunks")
+"""The encoding keys that name how a variable was stored; :func:`without_codecs` drops them."""
+
+
+def without_codecs(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the codec chain and chunking dropped from each variable's ``.encoding`` (dtype and fill kept), so
+    that ``ds.isel(...).to_zarr(...)`` writes decoded values with zarr's default lossless codecs instead of coding
+    lossy data a second time (docs/format.md, *Writing your own Dataset*)."""
+    for var in ds.variables.values():
+        for key in CODEC_KEYS:
+            var.encoding.pop(key, None)
+    return ds

@@ -47,7 +47,7 @@ from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity, provenance
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.runtime.auxcodecs import BOUNDS, aux_encoding, lossy_bound, quiet_codecs
+from tempocodec.runtime.auxcodecs import aux_encoding, bound_text, codec_names, quiet_codecs, without_codecs
 from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
@@ -383,45 +383,8 @@ def _summary(path: Path, root: zarr.Group, meta: dict[str, Any]) -> StoreSummary
         for name, arr in group.arrays():
             raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
             sizes.append(VariableSize(group_path, name, codec_names(arr), raw, _stored_bytes(arr),
-                                      _bound_text(name, arr)))
+                                      bound_text(name, arr)))
     return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
-
-
-def codec_names(arr: zarr.Array) -> str:
-    """The array's codec chain as ``name+name+...`` from its own metadata (zarr v3: filters, serializer when not
-    ``bytes``, compressors, inside ``sharding_indexed[...]``; v2: filters then compressor), e.g.
-    ``fixedscaleoffset+delta+zstd+crc32c`` or ``sharding[tempocodec.vae]``."""
-    meta = cast(dict[str, Any], arr.metadata.to_dict())
-    if meta.get("zarr_format") == 2:
-        parts = [c["id"] for c in (meta.get("filters") or [])] + ([meta["compressor"]["id"]] if meta.get("compressor") else [])
-        return "+".join(parts) or "raw"
-    return _v3_names(meta["codecs"])
-
-
-def _v3_names(codecs: list[dict[str, Any]]) -> str:
-    """``name+name`` of a v3 codec list (``numcodecs.`` prefixes and the plain ``bytes`` serializer left out)."""
-    names = []
-    for codec in codecs:
-        name = codec["name"]
-        if name == "sharding_indexed":
-            names.append(f"sharding[{_v3_names(codec['configuration']['codecs'])}]")
-        elif name != "bytes":
-            names.append(name.removeprefix("numcodecs."))
-    return "+".join(names) or "raw"
-
-
-def _bound_text(name: str, arr: zarr.Array) -> str:
-    """The error bound of a stored array, from its ``tempocodec_lossy`` attribute: ``exact`` when it has none."""
-    note = arr.attrs.get("tempocodec_lossy")
-    if not isinstance(note, str):
-        return "exact"
-    bound = lossy_bound(name, note)
-    if bound is not None:
-        kind, value = bound
-        return f"abs <= {value:g} {BOUNDS[name].units}" if kind == "absolute" else f"rel <= {value:.2%}"
-    if name == "radiance_error" and "BitRound" in note:
-        return f"rel <= {2.0 ** -(RADIANCE_ERROR_KEEPBITS + 1):.2%}"
-    return "model card" if name == "radiance" else "lossy"
 
 
 def open_root(path: Path, *, check: bool = True) -> zarr.Group:
@@ -527,20 +490,6 @@ def open_store(path: str | os.PathLike, band: str) -> xr.Dataset:
         names = store_node(root, band, zarr.Group, path).array_keys()
         check_arrays(root, [f"{band}/{name}" for name in names], path)
     return without_codecs(_open_group(path, band))
-
-
-CODEC_KEYS = ("serializer", "compressors", "compressor", "filters", "chunks", "shards", "preferred_chunks")
-"""The encoding keys that name how a variable was stored; :func:`without_codecs` drops them."""
-
-
-def without_codecs(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with the codec chain and chunking dropped from each variable's ``.encoding`` (dtype and fill kept), so
-    that ``ds.isel(...).to_zarr(...)`` writes decoded values with zarr's default lossless codecs instead of coding
-    lossy data a second time (docs/format.md, *Writing your own Dataset*)."""
-    for var in ds.variables.values():
-        for key in CODEC_KEYS:
-            var.encoding.pop(key, None)
-    return ds
 
 
 def check_arrays(root: zarr.Group, arrays: list[str], path: Path) -> None:
