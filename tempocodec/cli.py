@@ -6,6 +6,7 @@ import ctypes
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ class _Group(click.Group):
 def main() -> None:
     """Compress TEMPO Level-1B radiance with a variational autoencoder, and read Level-2 products from the latents."""
     _limit_malloc_arenas()
+    # zarr notes on every read that numcodecs codecs (the auxiliary variables') are outside the v3 specification
+    warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr", category=UserWarning)
 
 
 def _limit_malloc_arenas() -> None:
@@ -80,13 +83,16 @@ def _limit_malloc_arenas() -> None:
               help="Every valid radiance value decodes within K times its radiance_error (adds the residual layer).")
 @click.option("--ratio", type=float, default=None, metavar="R",
               help="The smallest error bound at which the radiance compresses about R times.")
+@click.option("--lossless-aux", is_flag=True, help="Keep every variable but radiance lossless (radiance_error "
+              "bit-rounded to 7 bits), as release 0.2 did; default: geolocation and angles on documented grids.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a store (never anything else).")
 @WORKERS
 @SCHEDULER
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype: str, latent_step: float | None,
              zarr_format: str,
-             drop_radiance_error: bool, error_bound: float | None, ratio: float | None, overwrite: bool,
+             drop_radiance_error: bool, error_bound: float | None, ratio: float | None, lossless_aux: bool,
+             overwrite: bool,
              workers: int | None, scheduler: str | None, quiet: bool) -> None:
     """Compress the TEMPO L1B GRANULE into the Zarr store OUT (latent only unless --error-bound or --ratio); with
     several granules (paths, globs, directories), each into OUT/<name>.zarr. A granule may be an fsspec URL
@@ -98,7 +104,7 @@ def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype:
     options: dict[str, Any] = {"bands": band, "model": model, "latent_dtype": latent_dtype, "latent_step": latent_step,
                                "zarr_format": 3 if zarr_format == "3" else 2,
                                "drop_radiance_error": drop_radiance_error, "error_bound": error_bound, "ratio": ratio,
-                               "overwrite": overwrite}
+                               "lossless_aux": lossless_aux, "overwrite": overwrite}
     if not is_batch(inputs, workers, scheduler):
         summary = compress_granule(inputs[0], out, progress=not quiet, **options)
         if not quiet:
@@ -183,10 +189,11 @@ def _print_summary(summary) -> None:
     from rich.table import Table
 
     table = Table(title=str(summary.path))
-    for col in ("group", "variable", "codec", "raw MB", "stored MB", "ratio"):
+    for col in ("group", "variable", "codec", "raw MB", "stored MB", "ratio", "bound"):
         table.add_column(col, justify="right" if col in ("raw MB", "stored MB", "ratio") else "left")
     for v in summary.variables:
-        table.add_row(v.group, v.name, v.codec, f"{v.raw_bytes / 1e6:.2f}", f"{v.stored_bytes / 1e6:.4f}", f"{v.ratio:.1f}")
+        table.add_row(v.group, v.name, v.codec, f"{v.raw_bytes / 1e6:.2f}", f"{v.stored_bytes / 1e6:.4f}", f"{v.ratio:.1f}",
+                      v.bound)
     table.add_row("all", "(files, metadata included)", "", f"{summary.total_raw / 1e6:.2f}",
                   f"{summary.total_stored / 1e6:.4f}", f"{summary.total_raw / summary.total_stored:.1f}")
     print_table(table)
@@ -195,9 +202,20 @@ def _print_summary(summary) -> None:
         if entry["radiance"] == "vae":
             console.print(f"{band}: radiance through model {entry['model']} (sha256 {entry['model_sha256'][:12]}…, "
                           f"{entry['latent_dtype']} latents)", soft_wrap=True)
-            console.print(f"  {_card_headline(entry['model'], entry['model_sha256'])}", soft_wrap=True)
+            console.print(f"  Mode: {_mode_line(entry)}", soft_wrap=True)
+            if entry.get("error_bound") is None:
+                console.print(f"  {_card_headline(entry['model'], entry['model_sha256'])}", soft_wrap=True)
         else:
             console.print(f"{band}: radiance kept losslessly ({entry['reason']})", soft_wrap=True)
+
+
+def _mode_line(entry: dict[str, Any]) -> str:
+    """How a band's radiance was coded, in words: latent only, or its residual layer and bound."""
+    bound = entry.get("error_bound")
+    target = f" (asked: about {entry['target_ratio']:g}×)" if entry.get("target_ratio") else ""
+    if bound is None:
+        return f"latent only, no pointwise bound{target}"
+    return f"error-bounded: every valid value within {bound:g} × its radiance_error; {entry['residual']}{target}"
 
 
 def _card_headline(name: str, sha256: str) -> str:

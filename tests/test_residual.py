@@ -272,3 +272,19 @@ def test_ratio_beyond_the_latent_coarsens_the_latents_without_a_bound(tiny_model
     assert entry["mode"] == "ratio" and "error_bound" not in entry
     assert entry["latent_step"] > store_info(latent_only).bands[UV]["latent_step"]
     assert store_info(out).radiance(UV).ratio > 1.5 * base
+
+
+def test_evaluate_checks_the_bound_on_the_original_and_info_names_the_mode(tiny_models, odd_granule, tmp_path):
+    from tempocodec.evaluation.run import evaluate_store
+    from tempocodec.evaluation.summary import bound_line
+
+    out = tmp_path / "checked.zarr"
+    compress_granule(odd_granule, out, model="tiny1028", error_bound=2.0, progress=False)
+    evaluation = evaluate_store(odd_granule, out, band=UV, progress=False)
+    assert evaluation.bound is not None and evaluation.bound.bound == 2.0
+    assert evaluation.bound.violations == 0 and 0 < evaluation.bound.worst <= 2.0
+    assert "holds for every value" in bound_line(evaluation)
+    evaluation.bound.add(np.array([1e13], np.float32), np.array([1.1e13], np.float32), np.array([1e9], np.float32))
+    assert evaluation.bound.violations == 1 and "violated by 1 values" in bound_line(evaluation)
+    result = run_cli("info", out)
+    assert result.exit_code == 0 and "within 2 × its radiance_error" in result.output

@@ -331,7 +331,7 @@ def test_damaged_shard_in_decompress_is_a_one_line_error(store, tmp_path, how):
     bad = damage(store, tmp_path / "bad.zarr", how)
     assert_one_line_error(run_cli("decompress", bad, tmp_path / "back.nc", "--quiet"), str(bad), "damaged store")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zarr"]
-    assert store_info(bad).radiance(UV).codec == "vae"  # the metadata is intact: only reading the data fails
+    assert "tempocodec.vae" in store_info(bad).radiance(UV).codec  # the metadata is intact: only reading the data fails
 
 
 @pytest.mark.parametrize("how", ["empty", "truncated", "index"])

@@ -157,13 +157,16 @@ def _best(sample: Sample, config: CodecConfig, bound: float, parts: tuple[NoiseM
 
 def latent_step(sample: Sample, config: CodecConfig, relative: float) -> float:
     """The quantization step of ``sample``'s latents under ``config``: ``relative`` times the RMS over latent
-    channels of their standard deviation over the sample's chunks (so the step follows the model's latent scale)."""
+    channels of their standard deviation over the sample's chunks (so the step follows the model's latent scale),
+    rounded to 2 significant digits."""
     float_config = dataclasses.replace(config, latent_dtype="float32", latent_step=None, residual=None)
     latents = [payload.unpack(b).latent for b in kernel.encode_tiles(sample.radiance, sample.fills, float_config)]
     cells = np.concatenate([lat.reshape(lat.shape[0], -1) for lat in latents], axis=1)
     if cells.shape[1] < 2:
         raise TempocodecError("quantized latents: the sample has no valid pixel to set the quantization step from")
-    return float(np.float32(relative * np.sqrt(np.mean(cells.var(axis=1)))))
+    step = relative * float(np.sqrt(np.mean(cells.var(axis=1))))
+    return float(np.float32(float(f"{step:.2g}")))  # 2 significant digits: last-bit differences of the encoder between
+    # machines or thread counts must not change the step, hence every stored latent
 
 
 def latent_only_ratio(sample: Sample, config: CodecConfig) -> float:

@@ -30,7 +30,9 @@ from tempocodec.evaluation.doas_check import (
 from tempocodec.evaluation.metrics import BLOCK_STEPS, Metrics, MetricsAccumulator
 from tempocodec.evaluation.probe_scores import ProbeScore, probe_scores
 from tempocodec.granule.l1b import open_l1b
+from tempocodec.prepare.normalize import is_valid
 from tempocodec.progress import progress_bar
+from tempocodec.runtime.auxcodecs import within_bound
 from tempocodec.runtime.store import open_store, store_info
 from tempocodec.science.doas import DoasSetup
 from tempocodec.science.spectroscopy import BAND_GRIDS, nominal_wavelength
@@ -107,6 +109,32 @@ class Evaluation:
     probes_skipped: str | None
     examples: tuple[ExampleSpectrum, ...] = field(default_factory=tuple)
     grid: PixelGrid | None = None
+    bound: BoundCheck | None = None
+
+
+@dataclass
+class BoundCheck:
+    """The store's error bound K (units of ``radiance_error``; None: it has none) checked on the original: the
+    largest ``|decoded − original| / radiance_error`` over valid values with a positive noise, and how many values
+    exceed K (a valid value whose noise is not positive must come back exactly: counted when it does not)."""
+
+    bound: float | None
+    worst: float = 0.0
+    violations: int = 0
+    values: int = 0
+
+    def add(self, original: np.ndarray, decoded: np.ndarray, noise: np.ndarray) -> None:
+        """One block of original and decoded radiance and the original's noise, all ``(..., C)``."""
+        valid = is_valid(original) & (original > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            usable = valid & np.isfinite(noise) & (noise > 0)
+            over = np.abs(decoded[usable] - original[usable]) / noise[usable]
+        self.values += int(valid.sum())
+        if over.size:
+            self.worst = max(self.worst, float(np.nanmax(np.where(np.isfinite(over), over, np.inf))))
+        if self.bound is not None:
+            self.violations += int(np.count_nonzero(~(over <= self.bound)))
+            self.violations += int(np.count_nonzero(decoded[valid & ~usable] != original[valid & ~usable]))
 
 
 def _blocks(shape: tuple[int, int]) -> Iterator[tuple[slice, slice]]:
@@ -126,7 +154,7 @@ def _check_same_granule(original: Path, store: Path, source: xr.Dataset, stored:
     for name in ("latitude", "longitude"):
         if name in source and name in stored:
             a, b = np.asarray(source[name].values), np.asarray(stored[name].values)
-            if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
+            if a.shape != b.shape or not within_bound(name, stored[name].attrs, a, b):
                 raise TempocodecError(f"{store}: its {name} differs from {original.name}'s: not the same granule")
 
 
@@ -152,7 +180,8 @@ def evaluate_store(original: str | os.PathLike, store: str | os.PathLike, *, ban
         _check_same_granule(original, store, source, stored)
         wavelength = _wavelength(band, source)
         setup, doas_skipped = setup_or_reason(band, wavelength)
-        acc, fits = _compare_blocks(granule, band, source, stored, setup, progress)
+        check = BoundCheck(summary.bands[band].get("error_bound")) if "radiance_error" in source else None
+        acc, fits = _compare_blocks(granule, band, source, stored, setup, progress, check)
         metrics = acc.result(wavelength if wavelength.ndim == 1 else wavelength.mean(axis=0))
         examples = _examples(granule, band, stored, metrics)
         grid = pixel_grid(source)
@@ -171,13 +200,14 @@ def evaluate_store(original: str | os.PathLike, store: str | os.PathLike, *, ban
         probes_skipped=probes_skipped,
         examples=examples,
         grid=grid,
+        bound=check,
     )
 
 
 def _compare_blocks(granule, band: str, source: xr.Dataset, stored: xr.Dataset, setup: DoasSetup | None,
-                    progress: bool) -> tuple[MetricsAccumulator, DoasFits | None]:
+                    progress: bool, check: BoundCheck | None = None) -> tuple[MetricsAccumulator, DoasFits | None]:
     """Stream every block of the open L1B ``granule``'s band (``source``, its dataset) and of the store's
-    (``stored``) through the metrics and, with a ``setup``, the NO₂ fits."""
+    (``stored``) through the metrics, the bound ``check`` and, with a ``setup``, the NO₂ fits."""
     n_steps, n_xtrack, n_channels = source["radiance"].shape
     acc = MetricsAccumulator((n_steps, n_xtrack), n_channels)
     fits = None if setup is None else DoasFits(setup, (n_steps, n_xtrack))
@@ -189,6 +219,8 @@ def _compare_blocks(granule, band: str, source: xr.Dataset, stored: xr.Dataset, 
             dec = np.asarray(stored["radiance"][steps, xtrack].values)
             noise = np.asarray(source["radiance_error"][steps, xtrack].values) if "radiance_error" in source else None
             acc.add(steps, xtrack, orig, dec, noise)
+            if check is not None and noise is not None:
+                check.add(orig, dec, noise)
             if fits is not None:
                 fits.add(steps, xtrack, orig, dec)
             bar.advance(task)

@@ -32,6 +32,7 @@ def headline(evaluation: Evaluation) -> list[str]:
     if m.noise_ratio is not None:
         lines.append(f"- Error over instrument noise (RMSE / median radiance_error, median over channels): "
                      f"{np.nanmedian(m.noise_ratio):.3g}×.")
+    lines.append(bound_line(evaluation))
     d = evaluation.doas
     if d is not None and d.pixels:
         lines.append(
@@ -48,6 +49,28 @@ def headline(evaluation: Evaluation) -> list[str]:
     return lines
 
 
+def bound_line(evaluation: Evaluation) -> str:
+    """The report's line on the store's error bound, checked on the original."""
+    b = evaluation.bound
+    if b is None:
+        return "- Error bound: not checked (the original has no radiance_error)."
+    worst = f"largest |error| / radiance_error {b.worst:.4g}"
+    if b.bound is None:
+        return f"- Error bound: none (latent only); {worst}."
+    verdict = "holds for every value" if not b.violations else f"**violated by {b.violations:,} values**"
+    return f"- **Error bound {b.bound:g} σ {verdict}** of {b.values:,} valid values checked; {worst}."
+
+
+def _bound_cell(evaluation: Evaluation) -> str:
+    """The bound row's value: the store's bound, the largest error in σ, the values over the bound."""
+    b = evaluation.bound
+    if b is None:
+        return "not checked (no radiance_error)"
+    asked = "none" if b.bound is None else f"{b.bound:g}"
+    over = "–" if b.bound is None else f"{b.violations:,}"
+    return f"{asked} / {b.worst:.4g} / {over}"
+
+
 def summary_rows(evaluation: Evaluation) -> list[tuple[str, str]]:
     """``(metric, value)`` rows shared by the report's table and the command line's."""
     m = evaluation.metrics
@@ -56,6 +79,7 @@ def summary_rows(evaluation: Evaluation) -> list[tuple[str, str]]:
         ("compression ratio (radiance)", f"{evaluation.ratio_radiance:,.1f}"),
         ("compression ratio (whole store)", f"{evaluation.ratio_store:,.1f}"),
         ("pixels / values compared", f"{m.pixels:,} / {m.values:,}"),
+        ("error bound (σ): asked / largest |error| / σ / values over it", _bound_cell(evaluation)),
         ("decoded fill where original valid", f"{m.decoded_fill:,}"),
         ("mean relative RMSE per spectrum", pct(m.mean_relative_rmse)),
         ("median relative RMSE per spectrum", pct(m.median_relative_rmse)),

@@ -560,11 +560,12 @@ def _cast(path: Path, where: str, block: np.ndarray, dtype: np.dtype) -> np.ndar
 
 def materialise(data: Any) -> np.ndarray:
     """``data`` as one numpy array; a dask array is computed chunk by chunk into a buffer of its size, so its chunks
-    and their concatenation are never all held at once."""
+    and their concatenation are never all held at once. Always on local threads: under a ``dask.distributed``
+    default client the workers would fill copies of the buffer, and this one would stay uninitialised."""
     if not isinstance(data, da.Array):
         return np.asarray(data)
     out = np.empty(data.shape, data.dtype)
-    da.store(data, out, lock=False)
+    da.store(data, out, lock=False, scheduler="threads")
     return out
 
 

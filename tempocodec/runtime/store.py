@@ -18,7 +18,6 @@ CRC-32 (:mod:`tempocodec.runtime.integrity`): every reader here refuses a store 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import warnings
 from collections.abc import Iterator
@@ -37,29 +36,17 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
 from tempocodec.codec import payload
-from tempocodec.codec.config import CodecConfig, model_config
-from tempocodec.codec.numcodec import make_numcodec
-from tempocodec.codec.residual import ResidualSpec
-from tempocodec.codec.residual_fit import (
-    Sample,
-    fit_residual,
-    latent_only_ratio,
-    latent_step,
-    sample_cols,
-    sample_rows,
-    step_for_ratio,
-)
 from tempocodec.codec.stored import place_chunks, read_stored_chunks
-from tempocodec.codec.zarr3 import make_codec
-from tempocodec.defaults import DEFAULT_LATENT_DTYPE, RELATIVE_LATENT_STEP
+from tempocodec.defaults import DEFAULT_LATENT_DTYPE
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
-from tempocodec.granule.netcdf import NETCDF_FILE, materialise
+from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.granule.remote import GranuleSource, local_granule
 from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
-from tempocodec.runtime import integrity
+from tempocodec.runtime import integrity, provenance
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.runtime.auxcodecs import aux_encoding, bound_text, codec_names, quiet_codecs, without_codecs
 from tempocodec.runtime.location import (
     StoreTarget,
     Where,
@@ -69,11 +56,11 @@ from tempocodec.runtime.location import (
     total_stored_bytes,
     zarr_target,
 )
-from tempocodec.runtime.streaming import Filler, bounded_workers, to_zarr, write_bounded, write_group
+from tempocodec.runtime.radiance_coding import SHARD_XTRACK, BandCoding, ResidualRequest, vae_radiance
+from tempocodec.runtime.streaming import Filler, bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
-SHARD_XTRACK = 512
 RADIANCE_ERROR_KEEPBITS = 7
 STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
 """What ``compress --overwrite`` may replace."""
@@ -94,6 +81,9 @@ class VariableSize:
     codec: str
     raw_bytes: int
     stored_bytes: int
+    bound: str = "exact"
+    """The documented error bound (``exact``, ``abs <= 1e-05 degrees``, ``rel <= 0.78%``, or ``model`` for
+    VAE-coded radiance, whose error the model card gives)."""
 
     @property
     def ratio(self) -> float:
@@ -139,6 +129,7 @@ def compress_granule(
     drop_radiance_error: bool = False,
     error_bound: float | None = None,
     ratio: float | None = None,
+    lossless_aux: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> StoreSummary:
@@ -156,6 +147,10 @@ def compress_granule(
     ``error_bound`` K adds the residual layer (:mod:`tempocodec.codec.residual`) so that every valid radiance value
     decodes within K times its ``radiance_error``; ``ratio`` instead picks the smallest such bound at which the
     radiance compresses about that many times. Neither: the latent alone (about 2000×, no bound).
+
+    Every variable but radiance goes through :func:`tempocodec.runtime.auxcodecs.aux_encoding` (geolocation and
+    angles on a documented grid, ``radiance_error`` bit-rounded in its own codec pipeline); ``lossless_aux`` keeps
+    them as release 0.2 did: lossless, ``radiance_error`` rounded to 7 bits.
     """
     dst = Path(dst)
     residual = ResidualRequest.parse(error_bound, ratio)
@@ -170,14 +165,15 @@ def compress_granule(
             raise TempocodecError(f"{granule.path}: none of the bands {', '.join(BAND_CHOICES[bands])} is in the file")
         dtypes: dict[str, str] = {}
         summary: dict[str, dict[str, Any]] = {}
-        _write_root(tmp, granule.root, granule.attrs, zarr_format, dtypes)
+        attrs = provenance.with_history(granule.attrs, provenance.compress_note(granule.path, chosen, lossless_aux))
+        _write_root(tmp, granule.root, attrs, zarr_format, dtypes)
         for band in present:
             ds = granule.band(band)
             noise = ds.get("radiance_error")
             if drop_radiance_error:
                 ds = ds.drop_vars("radiance_error", errors="ignore")
             coding = BandCoding(chosen.get(band), latent_dtype, residual, noise, latent_step)
-            summary[band] = _write_band(tmp, band, ds, coding, zarr_format, dtypes, progress)
+            summary[band] = _write_band(tmp, band, ds, coding, zarr_format, dtypes, progress, lossless_aux)
         _finish(tmp, granule, summary, dtypes, zarr_format)
     return store_info(dst)
 
@@ -210,38 +206,6 @@ def _lossless(ds: xr.Dataset, group: str, zarr_format: ZarrFormat, dtypes: dict[
     return ds, encoding
 
 
-@dataclass(frozen=True)
-class ResidualRequest:
-    """What the user asked of the residual layer: an error bound K (units of σ) or a target ratio, or neither."""
-
-    bound: float | None = None
-    ratio: float | None = None
-
-    @classmethod
-    def parse(cls, bound: float | None, ratio: float | None) -> ResidualRequest | None:
-        """The request, None for latent only; a one-line error for both, or for a non-positive value."""
-        if bound is not None and ratio is not None:
-            raise TempocodecError("give --error-bound or --ratio, not both")
-        if bound is not None and not 0 < bound < float("inf"):
-            raise TempocodecError(f"--error-bound must be a positive number of radiance_error units, got {bound}")
-        if ratio is not None and not 1 < ratio < float("inf"):
-            raise TempocodecError(f"--ratio must be a number above 1, got {ratio}")
-        return None if bound is None and ratio is None else cls(bound, ratio)
-
-
-@dataclass(frozen=True)
-class BandCoding:
-    """How one band's radiance is coded: its model (None: lossless), latent dtype, residual request, the band's
-    ``radiance_error`` (what a bound refers to; kept here even when the store drops it) and the step of quantized
-    latents (None: the default)."""
-
-    model: ModelArtifacts | None
-    latent_dtype: str
-    residual: ResidualRequest | None
-    noise: xr.DataArray | None
-    latent_step: float | None = None
-
-
 def _write_band(
     tmp: Path,
     band: str,
@@ -250,12 +214,16 @@ def _write_band(
     zarr_format: ZarrFormat,
     dtypes: dict[str, str],
     progress: bool,
+    lossless_aux: bool = False,
 ) -> dict[str, Any]:
     """One band group; returns the band's entry of the ``tempocodec.bands`` attribute."""
     model = coding.model
     fill, valid = _fill_value(ds["radiance"]), _valid_range(ds["radiance"])
+    source = ds
     ds, encoding = _lossless(ds, f"/{band}", zarr_format, dtypes)
-    if "radiance_error" in ds:
+    if not lossless_aux:
+        _aux_encodings(source, ds, encoding, zarr_format)
+    elif "radiance_error" in ds:
         ds["radiance_error"] = _bitround(ds["radiance_error"])
         ds["radiance_error"].attrs["tempocodec_lossy"] = (
             f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), "
@@ -269,121 +237,26 @@ def _write_band(
             raise TempocodecError(
                 f"model {model.name} takes {model.n_channels} spectral channels, {band} has {ds.sizes['spectral_channel']}"
             )
-        entry, encoding["radiance"], fillers = _vae_radiance(ds["radiance"], coding, fill, valid, zarr_format)
+        entry, encoding["radiance"], fillers = vae_radiance(ds["radiance"], coding, fill, valid, zarr_format)
+        ds["radiance"].attrs["tempocodec_lossy"] = provenance.radiance_note(model, coding.latent_dtype, entry)
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
-    with dask_progress(f"{band}", enabled=progress), bounded_workers():
+    with dask_progress(f"{band}", enabled=progress), bounded_workers(), quiet_codecs():
         write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK, fillers=fillers)
     return entry
 
 
-def _vae_radiance(radiance: xr.DataArray, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],
-                  zarr_format: ZarrFormat) -> tuple[dict[str, Any], dict[str, Any], dict[str, Filler]]:
-    """The band entry, zarr encoding and fillers of a VAE-coded radiance: quantized latents get their step from a
-    sample of the granule unless one is given, and the residual layer, when asked, is fitted on the same sample."""
-    assert coding.model is not None
-    model = coding.model
-    if coding.residual is not None and coding.noise is None:
-        raise TempocodecError("--error-bound and --ratio need the granule's radiance_error, which this band lacks")
-    needs_step = coding.latent_dtype == "quantized" and coding.latent_step is None
-    sample = _band_sample(radiance, coding.noise, fill) if needs_step or coding.residual is not None else None
-    if needs_step:
-        assert sample is not None
-        plain = CodecConfig.parse(**model_config(model, "float32", float(fill), *valid))
-        coding = dataclasses.replace(coding, latent_step=latent_step(sample, plain, RELATIVE_LATENT_STEP))
-    spec, request = None, coding.residual
-    if request is not None:
-        assert sample is not None
-        config = CodecConfig.parse(**model_config(model, coding.latent_dtype, float(fill), *valid, coding.latent_step))
-        target = request.ratio
-        if target is not None and config.latent_step is not None and target > 0.95 * latent_only_ratio(sample, config):
-            # beyond the latent at its step: coarser latents, no residual layer and no bound
-            coding = dataclasses.replace(coding, latent_step=step_for_ratio(sample, config, target))
-            return _latent_entry(model, coding) | {"mode": "ratio", "target_ratio": target}, _radiance_encoding(
-                model, coding, fill, valid, zarr_format, None), {}
-        spec = fit_residual(sample, config, bound=request.bound, ratio=target)
-    encoding = _radiance_encoding(model, coding, fill, valid, zarr_format, spec)
-    entry = _latent_entry(model, coding)
-    if spec is None or request is None:
-        return entry, encoding, {}
-    filler = _bounded_filler(radiance, coding.noise, encoding, fill, zarr_format)
-    return entry | _residual_entry(spec, request), encoding, {"radiance": filler}
-
-
-def _latent_entry(model: ModelArtifacts, coding: BandCoding) -> dict[str, Any]:
-    """The band entry of a VAE-coded radiance: model, identity, latent dtype and step."""
-    entry: dict[str, Any] = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256,
-                             "latent_dtype": coding.latent_dtype}
-    if coding.latent_step is not None:
-        entry["latent_step"] = coding.latent_step
-    return entry
-
-
-def _band_sample(radiance: xr.DataArray, noise: xr.DataArray | None, fill: np.float32) -> Sample:
-    """A few chunks from two stripes of the granule (:func:`sample_rows`, :func:`sample_cols`) with their noise
-    (NaN where the band has no ``radiance_error``)."""
-    tiles, sigma, covered = [], [], 0
-    for start in sample_rows(radiance.shape[0], TILE):
-        rows = slice(start, start + TILE)
-        for first in sample_cols(radiance.shape[1], TILE):
-            cols = slice(first, first + TILE)
-            block = np.asarray(materialise(radiance.data[rows, cols]), np.float32)
-            err = np.full_like(block, np.nan) if noise is None else np.asarray(materialise(noise.data[rows, cols]), np.float32)
-            tiles.append(_pad_tile(block, fill))
-            sigma.append(_pad_tile(err, np.float32(np.nan)))
-            covered += block.nbytes
-    return Sample(np.stack(tiles), np.stack(sigma), float(fill), covered)
-
-
-def _pad_tile(block: np.ndarray, pad: np.float32) -> np.ndarray:
-    """A ``(rows, cols, C)`` block as a full ``(TILE, TILE, C)`` chunk padded with ``pad``."""
-    out = np.full((TILE, TILE, block.shape[2]), pad, dtype=np.float32)
-    out[: block.shape[0], : block.shape[1]] = block
-    return out
-
-
-def _residual_entry(spec: ResidualSpec, request: ResidualRequest) -> dict[str, Any]:
-    """The band entry's description of its residual layer: mode, bound (units of radiance_error), settings."""
-    mode = {"mode": "ratio", "target_ratio": request.ratio} if request.ratio else {"mode": "error-bound"}
-    return mode | {"error_bound": spec.bound, "residual": spec.describe()}
-
-
-def _bounded_filler(radiance: xr.DataArray, noise: xr.DataArray | None, encoding: dict[str, Any], fill: np.float32,
-                    zarr_format: ZarrFormat) -> Filler:
-    """What fills an error-bounded radiance array: :func:`write_bounded` with the band's noise."""
-    codec = encoding["serializer"] if zarr_format == 3 else encoding["compressors"][0]
-    assert noise is not None
-    cols = SHARD_XTRACK if zarr_format == 3 else TILE
-
-    def fill_array(target: zarr.Array) -> None:
-        write_bounded(radiance.data, noise.data, target, codec.config, float(fill), cols)
-
-    return fill_array
-
-
-def _radiance_encoding(model: ModelArtifacts, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],
-                       zarr_format: ZarrFormat, residual: ResidualSpec | None = None) -> dict[str, Any]:
-    """Zarr encoding of a radiance array through the VAE codec (sharded on v3), given the source's fill value and
-    valid range ``(valid_min, valid_max)``: the codec takes both, and the zarr array's own fill value is the source's
-    too, so that zarr's padding and chunks it never stores read as that fill."""
-    chunks = (TILE, TILE, model.n_channels)
-    if zarr_format == 3:
-        return {
-            "serializer": make_codec(model, latent_dtype=coding.latent_dtype, fill_value=float(fill), valid_min=valid[0],
-                                     valid_max=valid[1], residual=residual, latent_step=coding.latent_step),
-            "compressors": None,
-            "filters": None,
-            "chunks": chunks,
-            "shards": (TILE, SHARD_XTRACK, model.n_channels),
-            "_FillValue": fill,
-            "fill_value": fill,
-        }
-    return {
-        "compressors": [make_numcodec(model, latent_dtype=coding.latent_dtype, fill_value=float(fill), valid_min=valid[0],
-                                      valid_max=valid[1], residual=residual, latent_step=coding.latent_step)],
-        "filters": None,
-        "chunks": chunks,
-        "_FillValue": fill,
-    }
+def _aux_encodings(source: xr.Dataset, ds: xr.Dataset, encoding: dict[str, dict], zarr_format: ZarrFormat) -> None:
+    """Put every variable but radiance on its :func:`~tempocodec.runtime.auxcodecs.aux_encoding` (in ``encoding``,
+    in place), and mark each lossy one with its ``tempocodec_lossy`` attribute in ``ds``; ``source`` holds the
+    variables as read (their fill values)."""
+    for name in ds.variables:
+        if name == "radiance":
+            continue
+        with quiet_codecs():
+            codecs, note = aux_encoding(source[name], str(name), zarr_format)
+        encoding[str(name)].update(codecs)
+        if note is not None:
+            ds[name].attrs["tempocodec_lossy"] = note
 
 
 def _lossless_encoding(var: xr.DataArray, zarr_format: ZarrFormat) -> dict[str, Any]:
@@ -494,16 +367,19 @@ def store_info(path: StoreTarget) -> StoreSummary:
     path = locate_store(path)
     root = open_root(path)
     meta = store_meta(root)
+    with quiet_codecs():
+        return _summary(path, root, meta)
+
+
+def _summary(path: Where, root: zarr.Group, meta: dict[str, Any]) -> StoreSummary:
+    """:func:`store_info` of the opened store ``root`` with its ``tempocodec`` attribute ``meta``."""
     sizes: list[VariableSize] = []
     bands = [(name, store_node(root, name, zarr.Group, path)) for name in meta["bands"]]
     for group_path, group in [("/", root), *bands]:
         for name, arr in group.arrays():
             raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
-            is_vae = group_path != "/" and name == "radiance" and meta["bands"][group_path]["radiance"] == "vae"
-            codec = "vae" if is_vae else "lossless"
-            if name == "radiance_error":
-                codec = f"bitround{RADIANCE_ERROR_KEEPBITS}+lossless"
-            sizes.append(VariableSize(group_path, name, codec, raw, _stored_bytes(arr)))
+            sizes.append(VariableSize(group_path, name, codec_names(arr), raw, _stored_bytes(arr),
+                                      bound_text(name, arr)))
     return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
 
 
@@ -601,7 +477,7 @@ def open_store(path: StoreTarget, band: str) -> xr.Dataset:
     with reading(path, band):
         names = store_node(root, band, zarr.Group, path).array_keys()
         check_arrays(root, [f"{band}/{name}" for name in names], path)
-    return _open_group(path, band)
+    return without_codecs(_open_group(path, band))
 
 
 def check_arrays(root: zarr.Group, arrays: list[str], path: Where) -> None:
@@ -635,7 +511,7 @@ def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: boo
     with reading(src, "the root group"):
         check_arrays(root, list(root.array_keys()), src)
     root_ds = _open_group(src, None)
-    attrs = _typed_attrs(root_ds.attrs, "/", dtypes)
+    attrs = provenance.with_history(_typed_attrs(root_ds.attrs, "/", dtypes), provenance.decompress_note(src.name))
     root_ds = _typed_vars(root_ds, "/", dtypes)
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
@@ -675,11 +551,11 @@ def _netcdf_attribute_dtype(name: Any) -> np.dtype | None:
 
 
 def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, np.dtype]) -> xr.Dataset:
-    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes; the store's own
-    notes dropped."""
+    """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes (lossy markers
+    kept: the file says which values are reconstructions)."""
     ds = ds.copy()
     for name in ds.variables:
-        attrs = {k: v for k, v in ds[name].attrs.items() if k != "tempocodec_lossy"}
+        attrs = dict(ds[name].attrs)
         if ds[name].dtype.byteorder not in "=|":  # zarr gives explicit little-endian; netCDF4 wants native
             ds[name] = ds[name].astype(ds[name].dtype.newbyteorder("="))
         ds[name].attrs = _typed_attrs(attrs, f"{where.rstrip('/')}/{name}", dtypes)
