@@ -47,6 +47,7 @@ from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
+from tempocodec.runtime.features import write_features
 from tempocodec.runtime.streaming import bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
@@ -206,6 +207,8 @@ def _write_band(
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
     with dask_progress(f"{band}", enabled=progress), bounded_workers():
         write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK)
+    if model is not None:  # DOAS slant columns per latent cell, for the probes (tempocodec.runtime.features)
+        write_features(tmp, band, ds, model.downsample, zarr_format)
     return entry
 
 
