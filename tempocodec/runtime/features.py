@@ -64,7 +64,7 @@ def feature_names() -> tuple[str, ...]:
     return tuple(f"{g}_scd" for g in GASES) + tuple(f"{g}_scd_error" for g in GASES)
 
 
-DERIVED = ("no2_scd_excess", "no2_scd_3x3", "hcho_scd_3x3")
+DERIVED = ("no2_scd_excess", "no2_scd_3x3", "hcho_scd_3x3", "no2_scd_excess_9x9", "hcho_scd_9x9")
 """Inputs derived at query time from the stored columns of one band (:func:`derived_columns`)."""
 BACKGROUND_PERCENTILE = 10.0
 
@@ -96,13 +96,17 @@ def derived_columns(columns: dict[str, np.ndarray], air_mass: np.ndarray) -> dic
       percentile of ``no2_scd / air_mass`` times the cell's air mass (the stratosphere is smooth over a granule, so
       this removes most of it: the reference-sector idea of operational retrievals);
     - ``no2_scd_3x3``, ``hcho_scd_3x3``: 3 × 3 cell box means (noise down by up to 3; HCHO's fit noise per cell is
-      about 60 % of the field's spread).
+      about 60 % of the field's spread);
+    - ``no2_scd_excess_9x9``, ``hcho_scd_9x9``: 9 × 9 cell box means, the regional level (under a thick cloud the
+      column below it leaves no trace in the cell's own spectrum).
     """
     ratio = columns["no2_scd"] / air_mass
     finite = ratio[np.isfinite(ratio)]
     background = float(np.percentile(finite, BACKGROUND_PERCENTILE)) if finite.size else np.nan
-    return {"no2_scd_excess": (columns["no2_scd"] - background * air_mass).astype(np.float32),
-            "no2_scd_3x3": box_mean(columns["no2_scd"]), "hcho_scd_3x3": box_mean(columns["hcho_scd"])}
+    excess = (columns["no2_scd"] - background * air_mass).astype(np.float32)
+    return {"no2_scd_excess": excess, "no2_scd_3x3": box_mean(columns["no2_scd"]),
+            "hcho_scd_3x3": box_mean(columns["hcho_scd"]), "no2_scd_excess_9x9": box_mean(excess, 9),
+            "hcho_scd_9x9": box_mean(columns["hcho_scd"], 9)}
 
 
 def covers_windows(wavelength: np.ndarray) -> bool:
