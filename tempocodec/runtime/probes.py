@@ -185,7 +185,8 @@ def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGri
     group = store_node(root, band, zarr.Group, path)
     names = ("solar_zenith_angle", "viewing_zenith_angle", "solar_azimuth_angle", "viewing_azimuth_angle",
              "latitude", "longitude")
-    check_arrays(root, [f"{band}/{name}" for name in ("radiance", *names) if name in group], path)
+    stored = [f"{FEATURES_GROUP}/{n}" for n in feature_names()] if FEATURES_GROUP in group else []
+    check_arrays(root, [f"{band}/{name}" for name in ("radiance", *names, *stored) if name in group], path)  # one listing
     latent = read_latents(store_node(group, "radiance", zarr.Array, where))
     d = int(latent.attrs["downsample"])
     fields = {name: _pixel_field(group, name, where) for name in names}
@@ -197,7 +198,7 @@ def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGri
     }
     grid = LatentGrid(latent=latent, geometry={k: pool_to_latent(v, d) for k, v in per_pixel.items()},
                       latitude=pool_to_latent(fields["latitude"], d), longitude=pool_to_latent(fields["longitude"], d),
-                      columns=_stored_columns(root, group, band, path))
+                      columns=_stored_columns(group, band, path))
     if grid.columns:
         air_mass = 1.0 / grid.geometry["cos_solar_zenith"] + 1.0 / grid.geometry["cos_viewing_zenith"]
         grid.columns.update(derived_columns(grid.columns, air_mass))
@@ -207,15 +208,13 @@ def latent_grid(store: str | os.PathLike, band: str = DEFAULT_BAND) -> LatentGri
     return grid
 
 
-def _stored_columns(root: zarr.Group, group: zarr.Group, band: str, path: Path) -> dict[str, np.ndarray]:
-    """The product features of a band (:func:`tempocodec.runtime.features.decode`), checked against the integrity
-    record; empty when the store has none."""
+def _stored_columns(group: zarr.Group, band: str, path: Path) -> dict[str, np.ndarray]:
+    """The product features of a band (:func:`tempocodec.runtime.features.decode`; the caller checked them against
+    the integrity record); empty when the store has none."""
     if FEATURES_GROUP not in group:
         return {}
     where = f"{path}/{band}"
-    features = store_node(group, FEATURES_GROUP, zarr.Group, where)
-    check_arrays(root, [f"{band}/{FEATURES_GROUP}/{name}" for name in feature_names() if name in features], path)
-    return decode(features, where)
+    return decode(store_node(group, FEATURES_GROUP, zarr.Group, where), where)
 
 
 # --------------------------------------------------------------------------------------------------- probes
