@@ -4,8 +4,9 @@ Every L1B granule of ``--data`` (with its four L2 truth files beside it; default
 probe or VAE trained on) is compressed with ``--model`` into a temporary store; :func:`tempocodec.runtime.query.query_store`
 then estimates the four products from the store alone (latents, geometry and the stored DOAS slant columns; the
 decoder never runs), and each is compared with its truth pooled to the latent grid (mean of each 4×4 block). R²,
-RMSE and bias are pooled over all granules' cells, per probe kind, with the paper's R² beside them; the trace gases'
-per-granule R² and the mean of the stored uncertainty over the RMSE follow. Last, on the first granule's store:
+RMSE and bias are pooled over all granules' cells, per probe kind, with the mean reported uncertainty over the RMSE,
+the R² on the cells TEMPO's NO₂/HCHO L2 flags good (flag 0 on every pixel) and the paper's R²; per-granule R² of
+the MLP probes follow. Last, on the first granule's store:
 ``decompress`` against ``query`` (best of ``--repeats``). Run:
 ``python benchmarks/bench_products.py --model models/tempo-vae-uv-2 --data /work/data/heldout``
 """
@@ -34,8 +35,12 @@ KINDS = ("mlp", "linear")
 
 
 def granule_pairs(l1b: Path, store: Path, model: str) -> dict[tuple[str, str], tuple[np.ndarray, ...]]:
-    """(product, kind) -> (prediction, truth, uncertainty or NaN) over the cells where both are finite."""
-    truth = {p: pool_to_latent(np.asarray(l2_truth(read_l2(path)).values, np.float64)) for p, path in truth_paths(l1b).items()}
+    """(product, kind) -> (prediction, truth, uncertainty or NaN, QA-good) over the cells where both are finite;
+    QA-good: every pixel of the cell has the NO₂ L2 ``main_data_quality_flag`` 0 (SZA ≤ 70°, cloud fraction ≤ 0.5)."""
+    paths = truth_paths(l1b)
+    truth = {p: pool_to_latent(np.asarray(l2_truth(read_l2(path)).values, np.float64)) for p, path in paths.items()}
+    flag = np.asarray(read_l2(paths["no2"]).groups["product"]["main_data_quality_flag"].values)
+    good = pool_to_latent(np.where(flag == 0, 1.0, 0.0)) == 1.0
     out = {}
     for kind in KINDS:
         ds = query_store(store, kind=kind, model=model)
@@ -43,7 +48,7 @@ def granule_pairs(l1b: Path, store: Path, model: str) -> dict[tuple[str, str], t
             pred = ds[product].values.astype(np.float64)
             sigma = ds[f"{product}_uncertainty"].values if f"{product}_uncertainty" in ds else np.full(pred.shape, np.nan)
             ok = np.isfinite(pred) & np.isfinite(truth[product])
-            out[(product, kind)] = (pred[ok], truth[product][ok], sigma[ok].astype(np.float64))
+            out[(product, kind)] = (pred[ok], truth[product][ok], sigma[ok].astype(np.float64), good[ok])
     return out
 
 
@@ -74,15 +79,16 @@ def main() -> None:
 def pooled_table(per: list[tuple[str, dict]], data: Path) -> Table:
     """R², RMSE and bias pooled over every granule's cells, per product and probe kind, with the paper's R²."""
     table = Table(title=f"products from the store vs L2 truth, pooled over {len(per)} granules of {data}")
-    for col in ("product", "probe", "cells", "R²", "RMSE", "bias", "mean σ / RMSE", "paper R²"):
+    for col in ("product", "probe", "cells", "R²", "RMSE", "bias", "mean σ / RMSE", "R² QA-good (cells)", "paper R²"):
         table.add_column(col, justify="left" if col in ("product", "probe") else "right")
     for product in PRODUCTS:
         for kind in KINDS:
-            pred, truth, sigma = (np.concatenate([pairs[(product, kind)][i] for _, pairs in per]) for i in range(3))
+            pred, truth, sigma, good = (np.concatenate([pairs[(product, kind)][i] for _, pairs in per]) for i in range(4))
             r2, rmse, bias = r2_rmse_bias(pred, truth)
             ratio = f"{np.nanmean(sigma) / rmse:.2f}" if np.isfinite(sigma).any() else "-"
+            r2_good = r2_rmse_bias(pred[good], truth[good])[0]
             table.add_row(product, kind, str(truth.size), f"{r2:.3f}", f"{rmse:.4g}", f"{bias:.3g}", ratio,
-                          f"{PAPER_R2[product]:.2f}")
+                          f"{r2_good:.3f} ({good.sum()})", f"{PAPER_R2[product]:.2f}")
     return table
 
 

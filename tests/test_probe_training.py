@@ -73,7 +73,7 @@ def test_probe_files_are_recorded_without_changing_the_identity(trained):
 def test_probes_json_and_loaded_probes(trained):
     description = json.loads((trained.path / "probes" / "probes.json").read_text())
     assert description["inputs"] == {"latent_channels": 32, "geometry": list(GEOMETRY_INPUTS),
-                                     "columns": list(input_names()), "n_features": 42}
+                                     "columns": list(input_names()), "n_features": 35 + len(input_names())}
     reads = {p: entry["reads"] for p, entry in description["products"].items()}
     assert reads["no2"] == reads["hcho"] == list(GEOMETRY_INPUTS) + list(input_names())  # no latents for the gases
     assert reads["cloud_fraction"] == [f"latent_{i}" for i in range(32)] + list(GEOMETRY_INPUTS)
@@ -82,7 +82,7 @@ def test_probes_json_and_loaded_probes(trained):
     assert description["granules"]["heldout_source"] == f"directory {trained.heldout}"
     probes = load_probes(load_model(trained.path))
     assert probes.geometry == GEOMETRY_INPUTS and probes.transforms["no2"].kind == "asinh"
-    x = np.zeros((5, 42), np.float32)
+    x = np.zeros((5, 35 + len(input_names())), np.float32)
     for product in PRODUCTS:
         for kind in ("linear", "mlp"):
             assert probes.predict(product, kind, x).shape == (5,)
