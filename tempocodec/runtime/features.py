@@ -169,7 +169,7 @@ def cell_columns(radiance, wavelength: np.ndarray, band: str, downsample: int) -
 
 def encode(columns: CellColumns) -> xr.Dataset:
     """The stored form of ``columns`` (see the module docstring): float16 slant columns, uint8 uncertainties."""
-    data = {}
+    data: dict[str, tuple] = {}
     for gas in GASES:
         data[f"{gas}_scd"] = (DIMS, (columns.scd[gas] / SCD_UNIT).astype(np.float16),
                               {"units": "1e15 molecules/cm^2", "long_name": f"{gas.upper()} DOAS slant column, cell mean"})
@@ -186,9 +186,10 @@ def decode(group: zarr.Group, where: str | os.PathLike) -> dict[str, np.ndarray]
     units of 1e15 molecules cm⁻², uncertainties in the same units; NaN where not fitted."""
     out = {}
     for name in feature_names():
-        if name not in group:
-            raise TempocodecError(f"{where}: damaged store: {FEATURES_GROUP}/{name} is missing")
-        raw = np.asarray(group[name][...])
+        array = group[name] if name in group else None
+        if not isinstance(array, zarr.Array):
+            raise TempocodecError(f"{where}: damaged store: {FEATURES_GROUP}/{name} is missing or not an array")
+        raw = np.asarray(array[...])
         if name.endswith("_error"):
             step = ERROR_STEP[name.removesuffix("_scd_error")] / SCD_UNIT
             values = np.where(raw == ERROR_FILL, np.nan, raw.astype(np.float64) * step)
