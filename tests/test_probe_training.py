@@ -108,6 +108,18 @@ def test_query_gives_gas_uncertainties_and_heldout_scores(trained, tmp_path):
     assert "cloud_fraction_uncertainty" not in ds
 
 
+def test_store_without_features_answers_cloud_and_ozone_only(trained, tmp_path, monkeypatch):
+    import tempocodec.runtime.store as store_module
+
+    monkeypatch.setattr(store_module, "write_features", lambda *args: None)  # a store as written before features
+    store = tmp_path / "old.zarr"
+    compress_granule(next(trained.heldout.glob("TEMPO_RAD_L1_*.nc")), store, model=trained.path, progress=False)
+    ds = query_store(store, products="cloud_fraction,ozone", model=trained.path)
+    assert np.isfinite(ds["cloud_fraction"].values).any() and np.isfinite(ds["ozone"].values).any()
+    with pytest.raises(TempocodecError, match="compress the granule again"):
+        query_store(store, products="no2", model=trained.path)
+
+
 def test_model_card_gets_one_probes_section(trained, tmp_path):
     model = shutil.copytree(trained.path, tmp_path / "m")
     card = (model / "model_card.md").read_text()

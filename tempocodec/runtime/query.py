@@ -69,7 +69,10 @@ def query_store(store: str | os.PathLike, products: str | Iterable[str] = tuple(
     if probes.latent_channels != grid.latent.shape[0]:
         raise TempocodecError(f"{art.path}: probes take {probes.latent_channels} latent channels, the store has "
                               f"{grid.latent.shape[0]}")
-    features, usable = grid.features(probes.geometry, probes.columns)
+    # a store written before product features still answers the products whose probes do not read them
+    columns = probes.columns if grid.columns or set(names) & set(GASES) else ()
+    features, usable = grid.features(probes.geometry, columns)
+    features = np.pad(features, ((0, 0), (0, len(probes.columns) - len(columns))))  # never read by those graphs
     heldout = {(m["product"], m["probe"]): m for m in probes.metrics}
     data = {}
     for name in names:
