@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tempocodec.errors import TempocodecError
-from tempocodec.science.doas import MIN_VALID_FRACTION, doas_setup, fit_doas
+from tempocodec.science.doas import MIN_VALID_FRACTION, doas_setup, fit_doas, gas_setup
 from tempocodec.science.spectroscopy import fine_wavelength, instrument_wavelength, load_table
 
 BAND = "band_290_490_nm"
@@ -85,3 +85,34 @@ def test_bad_inputs_raise_one_line_errors() -> None:
         fit_doas(np.ones((2, 5, 1028), np.float32), setup)
     with pytest.raises(TempocodecError, match="all channels"):
         fit_doas(np.ones((2, 2, 100), np.float32), setup)
+
+
+def test_hcho_fit_recovers_its_slant_column() -> None:
+    wavelength = instrument_wavelength(BAND, 2)
+    setup = gas_setup(wavelength, "hcho")
+    truth = {"hcho": 2e16, "o3": 3e19, "o3_dt": 1e20, "no2": 1e16, "o4": 4e42}
+    log = np.log(spectrum("solar", wavelength)) + 0.1 - 0.3 * (wavelength - 342) / 30
+    log = log - sum(s * spectrum(g, wavelength) for g, s in truth.items()) + RING * spectrum("ring", wavelength)
+    result = fit_doas(np.exp(log)[None], setup)
+    assert setup.window_nm == (328.5, 356.5) and setup.target == "hcho"
+    np.testing.assert_allclose(result.scd, truth["hcho"], rtol=1e-5)
+    with pytest.raises(TempocodecError, match="no fit for 'so2'"):
+        gas_setup(wavelength, "so2")
+
+
+def test_shared_and_own_solves_agree_with_a_direct_least_squares() -> None:
+    """Pixels with the column's usual channels share one pseudo-inverse, pixels with other gaps get their own: both
+    equal an explicit least-squares fit of the valid channels."""
+    wavelength = instrument_wavelength(BAND, 2)
+    setup = doas_setup(wavelength, BAND)
+    radiance = synthetic(wavelength, 3, 1e-3, seed=4)
+    radiance[:, 1, setup.channels[5]] = -1e30  # a bad detector pixel: every pixel of column 1 lacks it
+    radiance[2, 0, setup.channels[[7, 9]]] = np.nan  # one pixel with gaps of its own
+    result = fit_doas(radiance, setup)
+    for p in range(3):
+        for x in range(2):
+            window = radiance[p, x, setup.channels]
+            ok = np.isfinite(window) & (np.abs(window) < 1e30)
+            y = np.log(window[ok]) - setup.log_solar[x, ok]
+            coef = np.linalg.lstsq(setup.design[x][ok], y, rcond=None)[0] / setup.scale
+            np.testing.assert_allclose(result.coefficients[p, x], coef, rtol=1e-7, atol=1e-30)

@@ -16,7 +16,10 @@ from torch_models import SPECTRAL_NAME, train_spectral
 
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import load_model, sha256_bytes, write_card_section
+from tempocodec.runtime.features import input_names
 from tempocodec.runtime.probes import GEOMETRY_INPUTS, PRODUCTS, load_probes
+from tempocodec.runtime.query import query_store
+from tempocodec.runtime.store import compress_granule
 from tempocodec.training.probe_training import ProbeConfig, fit_mlp, truth_paths
 
 pytestmark = pytest.mark.torch
@@ -69,18 +72,52 @@ def test_probe_files_are_recorded_without_changing_the_identity(trained):
 
 def test_probes_json_and_loaded_probes(trained):
     description = json.loads((trained.path / "probes" / "probes.json").read_text())
-    assert description["inputs"] == {"latent_channels": 32, "geometry": list(GEOMETRY_INPUTS), "n_features": 35}
+    assert description["inputs"] == {"latent_channels": 32, "geometry": list(GEOMETRY_INPUTS),
+                                     "columns": list(input_names()), "n_features": 35 + len(input_names())}
+    reads = {p: entry["reads"] for p, entry in description["products"].items()}
+    assert reads["no2"] == reads["hcho"] == list(GEOMETRY_INPUTS) + list(input_names())  # no latents for the gases
+    assert reads["cloud_fraction"] == [f"latent_{i}" for i in range(32)] + list(GEOMETRY_INPUTS)
     held, train = description["granules"]["heldout"], description["granules"]["train"]
     assert len(held) == 1 and len(train) == 2 and not set(held) & set(train + description["granules"]["validation"])
     assert description["granules"]["heldout_source"] == f"directory {trained.heldout}"
     probes = load_probes(load_model(trained.path))
     assert probes.geometry == GEOMETRY_INPUTS and probes.transforms["no2"].kind == "asinh"
-    x = np.zeros((5, 35), np.float32)
+    x = np.zeros((5, 35 + len(input_names())), np.float32)
     for product in PRODUCTS:
         for kind in ("linear", "mlp"):
             assert probes.predict(product, kind, x).shape == (5,)
+    assert probes.columns == input_names()
     with pytest.raises(TempocodecError, match="unknown probe kind"):
         probes.predict("no2", "forest", x)
+
+
+def test_query_gives_gas_uncertainties_and_heldout_scores(trained, tmp_path):
+    granule = next(trained.heldout.glob("TEMPO_RAD_L1_*.nc"))
+    store = tmp_path / "g.zarr"
+    compress_granule(granule, store, model=trained.path, progress=False)
+    (trained.path / "decoder.onnx").rename(tmp_path / "decoder.onnx")  # query never runs the decoder
+    try:
+        ds = query_store(store, model=trained.path)
+    finally:
+        (tmp_path / "decoder.onnx").rename(trained.path / "decoder.onnx")
+    mlp = rows_of(trained.metrics, "no2")["mlp"]
+    assert ds["no2"].attrs["heldout_r2"] == mlp["r2"] and ds["no2"].attrs["heldout_rmse"] == mlp["rmse"]
+    for gas in ("no2", "hcho"):
+        sigma = ds[f"{gas}_uncertainty"].values
+        assert np.isfinite(sigma).sum() == np.isfinite(ds[gas].values).sum() > 0 and np.nanmin(sigma) >= 0
+    assert "cloud_fraction_uncertainty" not in ds
+
+
+def test_store_without_features_answers_cloud_and_ozone_only(trained, tmp_path, monkeypatch):
+    import tempocodec.runtime.store as store_module
+
+    monkeypatch.setattr(store_module, "write_features", lambda *args: None)  # a store as written before features
+    store = tmp_path / "old.zarr"
+    compress_granule(next(trained.heldout.glob("TEMPO_RAD_L1_*.nc")), store, model=trained.path, progress=False)
+    ds = query_store(store, products="cloud_fraction,ozone", model=trained.path)
+    assert np.isfinite(ds["cloud_fraction"].values).any() and np.isfinite(ds["ozone"].values).any()
+    with pytest.raises(TempocodecError, match="compress the granule again"):
+        query_store(store, products="no2", model=trained.path)
 
 
 def test_model_card_gets_one_probes_section(trained, tmp_path):

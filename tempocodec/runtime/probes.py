@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
@@ -24,6 +24,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.granule.l2 import FILL_THRESHOLD, HEADLINE, MOLEC_CM2
 from tempocodec.prepare.tiles import pool_to_latent
 from tempocodec.runtime.artifacts import ModelArtifacts, session
+from tempocodec.runtime.features import FEATURES_GROUP, GASES, decode, derived_columns, feature_names
 from tempocodec.runtime.location import StoreTarget, locate_store
 from tempocodec.runtime.store import check_arrays, open_root, store_meta, store_node
 
@@ -121,22 +122,31 @@ class LatentGrid:
     (NaN where a cell has no valid pixel); ``geometry``: :data:`GEOMETRY_INPUTS` name -> float32 ``(rows, cols)``,
     block means of the per-pixel values; ``latitude``, ``longitude``: float32 ``(rows, cols)`` degrees, the block
     centres (mean of the pixel centres). Geometry and positions are NaN where no pixel of the block has them.
+    ``columns``: the store's product features (:func:`tempocodec.runtime.features.feature_names` -> float32
+    ``(rows, cols)``, slant columns and their 1-σ in 1e15 molecules cm⁻²), empty for a store written without them.
     """
 
     latent: xr.DataArray
     geometry: dict[str, np.ndarray]
     latitude: np.ndarray
     longitude: np.ndarray
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(rows, cols)`` of the latent grid."""
         return self.latent.shape[1], self.latent.shape[2]
 
-    def features(self, geometry: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Probe inputs: float32 ``(N, Z + G)`` for the ``N`` usable cells (every input finite), in row-major order,
-        and bool ``(rows, cols)``, true at those cells. ``geometry`` names the geometry inputs appended, in order."""
-        planes = [self.latent.values, *(self.geometry[name][None] for name in geometry)]
+    def features(self, geometry: Iterable[str], columns: Iterable[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Probe inputs: float32 ``(N, Z + G + S)`` for the ``N`` usable cells (every input finite), in row-major
+        order, and bool ``(rows, cols)``, true at those cells. ``geometry`` names the geometry inputs appended, in
+        order, then ``columns`` the product features (raise when the store has none)."""
+        columns = tuple(columns)
+        if columns and not self.columns:
+            raise TempocodecError("the probes read the store's product features (DOAS slant columns), which this "
+                                  "store lacks (written before they existed): compress the granule again")
+        planes = [self.latent.values, *(self.geometry[name][None] for name in geometry),
+                  *(self.columns[name][None] for name in columns)]
         stack = np.concatenate(planes, axis=0).astype(np.float32)
         usable = np.all(np.isfinite(stack), axis=0)
         return np.ascontiguousarray(stack[:, usable].T), usable
@@ -174,7 +184,8 @@ def latent_grid(store: StoreTarget, band: str = DEFAULT_BAND) -> LatentGrid:
     group = store_node(root, band, zarr.Group, path)
     names = ("solar_zenith_angle", "viewing_zenith_angle", "solar_azimuth_angle", "viewing_azimuth_angle",
              "latitude", "longitude")
-    check_arrays(root, [f"{band}/{name}" for name in ("radiance", *names) if name in group], path)
+    stored = [f"{FEATURES_GROUP}/{n}" for n in feature_names()] if FEATURES_GROUP in group else []
+    check_arrays(root, [f"{band}/{name}" for name in ("radiance", *names, *stored) if name in group], path)  # one listing
     latent = read_latents(store_node(group, "radiance", zarr.Array, where))
     d = int(latent.attrs["downsample"])
     fields = {name: _pixel_field(group, name, where) for name in names}
@@ -185,10 +196,24 @@ def latent_grid(store: StoreTarget, band: str = DEFAULT_BAND) -> LatentGrid:
                                                                     fields["viewing_azimuth_angle"]))),
     }
     grid = LatentGrid(latent=latent, geometry={k: pool_to_latent(v, d) for k, v in per_pixel.items()},
-                      latitude=pool_to_latent(fields["latitude"], d), longitude=pool_to_latent(fields["longitude"], d))
-    if grid.latitude.shape != grid.shape:
-        raise TempocodecError(f"{where}: geolocation grid {grid.latitude.shape} differs from the latent grid {grid.shape}")
+                      latitude=pool_to_latent(fields["latitude"], d), longitude=pool_to_latent(fields["longitude"], d),
+                      columns=_stored_columns(group, band, path))
+    if grid.columns:
+        air_mass = 1.0 / grid.geometry["cos_solar_zenith"] + 1.0 / grid.geometry["cos_viewing_zenith"]
+        grid.columns.update(derived_columns(grid.columns, air_mass))
+    for name, plane in {"geolocation": grid.latitude, **grid.columns}.items():
+        if plane.shape != grid.shape:
+            raise TempocodecError(f"{where}: {name} grid {plane.shape} differs from the latent grid {grid.shape}")
     return grid
+
+
+def _stored_columns(group: zarr.Group, band: str, path: object) -> dict[str, np.ndarray]:
+    """The product features of a band (:func:`tempocodec.runtime.features.decode`; the caller checked them against
+    the integrity record); empty when the store has none."""
+    if FEATURES_GROUP not in group:
+        return {}
+    where = f"{path}/{band}"
+    return decode(store_node(group, FEATURES_GROUP, zarr.Group, where), where)
 
 
 # --------------------------------------------------------------------------------------------------- probes
@@ -196,13 +221,15 @@ def latent_grid(store: StoreTarget, band: str = DEFAULT_BAND) -> LatentGrid:
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """The probes of a model directory (``probes/probes.json``): ``latent_channels`` and ``geometry`` inputs,
+    """The probes of a model directory (``probes/probes.json``): ``latent_channels``, ``geometry`` and ``columns``
+    (stored product features; empty for probes on latents and geometry only) inputs,
     product -> :class:`TargetTransform`, product -> kind -> graph name for :func:`tempocodec.runtime.artifacts.session`
     (e.g. ``"probes/no2_mlp"``), and the held-out ``metrics`` rows written at training."""
 
     model: ModelArtifacts
     latent_channels: int
     geometry: tuple[str, ...]
+    columns: tuple[str, ...]
     transforms: dict[str, TargetTransform]
     graphs: dict[str, dict[str, str]]
     metrics: list[dict]
@@ -217,6 +244,25 @@ class ProbeSet:
             return np.zeros(0)
         (y,) = session(self.model, self.graphs[product][kind]).run(["y"], {"features": features})
         return self.transforms[product].inverse(y[:, 0])
+
+
+    def column_noise(self, product: str, kind: str, features: np.ndarray) -> np.ndarray | None:
+        """1-σ of ``product`` (physical units, float64 ``(N,)``) from the fit noise of the stored slant columns: each
+        gas's column moved by ± its stored 1-σ, the halved differences of the predictions added in quadrature. None
+        when the probes read no slant columns."""
+        start = self.latent_channels + len(self.geometry)
+        pairs = [(self.columns.index(f"{g}_scd"), self.columns.index(f"{g}_scd_error")) for g in GASES
+                 if f"{g}_scd" in self.columns and f"{g}_scd_error" in self.columns]
+        if not pairs:
+            return None
+        steps = []
+        for scd, error in pairs:
+            step = np.zeros_like(features)
+            step[:, start + scd] = features[:, start + error]
+            steps += [features + step, features - step]
+        moved = self.predict(product, kind, np.concatenate(steps)).reshape(len(steps), -1)  # one graph run
+        variance = np.sum(((moved[0::2] - moved[1::2]) / 2.0) ** 2, axis=0)
+        return np.sqrt(variance)
 
 
 def load_probes(model: ModelArtifacts) -> ProbeSet:
@@ -235,6 +281,7 @@ def load_probes(model: ModelArtifacts) -> ProbeSet:
         model=model,
         latent_channels=int(data["inputs"]["latent_channels"]),
         geometry=tuple(data["inputs"]["geometry"]),
+        columns=tuple(data["inputs"].get("columns", ())),
         transforms={p: TargetTransform(**entry["transform"]) for p, entry in products.items()},
         graphs={p: {k: g.removesuffix(".onnx") for k, g in entry["graphs"].items()} for p, entry in products.items()},
         metrics=list(data.get("metrics", [])),

@@ -22,10 +22,12 @@ from tempocodec.granule.l1b import GEO_FILL
 from tempocodec.granule.l2 import FLOAT_FILL
 from tempocodec.granule.netcdf import NETCDF_FILE, NetCDFLayout, write_netcdf
 from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
+from tempocodec.runtime.features import GASES
 from tempocodec.runtime.location import StoreTarget, locate_store
 from tempocodec.runtime.probes import (
     DEFAULT_BAND,
     PRODUCTS,
+    ProbeSet,
     check_products,
     latent_grid,
     load_probes,
@@ -55,7 +57,9 @@ def query_store(store: StoreTarget, products: str | Iterable[str] = tuple(PRODUC
 
     Returns a Dataset with float32 data variables ``(latent_row, latent_col)``: ``cloud_fraction`` (units ``1``),
     ``ozone`` (``DU``), ``no2`` and ``hcho`` (``molecules/cm^2``), NaN where a cell has no valid pixel or lacks an
-    input; coordinates ``latitude``/``longitude`` (degrees, block centres) and each cell's pixel block
+    input, each with the probe's ``heldout_r2`` and ``heldout_rmse`` as attributes; ``no2_uncertainty`` and
+    ``hcho_uncertainty`` where the probes read the store's slant columns (their fit noise, propagated);
+    coordinates ``latitude``/``longitude`` (degrees, block centres) and each cell's pixel block
     (``pixel_row_start``/``_stop`` along ``latent_row``, ``pixel_col_start``/``_stop`` along ``latent_col``).
     """
     names = check_products(products)
@@ -67,18 +71,14 @@ def query_store(store: StoreTarget, products: str | Iterable[str] = tuple(PRODUC
     if probes.latent_channels != grid.latent.shape[0]:
         raise TempocodecError(f"{art.path}: probes take {probes.latent_channels} latent channels, the store has "
                               f"{grid.latent.shape[0]}")
-    features, usable = grid.features(probes.geometry)
-    heldout = {(m["product"], m["probe"]): m["r2"] for m in probes.metrics}
+    # a store written before product features still answers the products whose probes do not read them
+    columns = probes.columns if grid.columns or set(names) & set(GASES) else ()
+    features, usable = grid.features(probes.geometry, columns)
+    features = np.pad(features, ((0, 0), (0, len(probes.columns) - len(columns))))  # never read by those graphs
+    heldout = {(m["product"], m["probe"]): m for m in probes.metrics}
     data = {}
     for name in names:
-        product = PRODUCTS[name]
-        values = np.full(grid.shape, np.nan, np.float32)
-        values[usable] = probes.predict(name, kind, features)
-        attrs = {"units": product.units, "long_name": f"{product.long_name} (probe estimate from latents)",
-                 "estimates": f"TEMPO {product.l2_product} L2 product/{product.l2_variable}", "probe": kind}
-        if (name, kind) in heldout:
-            attrs["heldout_r2"] = heldout[(name, kind)]
-        data[name] = (DIMS, values, attrs)
+        data.update(_product_variables(name, kind, probes, features, usable, heldout.get((name, kind))))
     latent = grid.latent
     coords = {
         **{c: latent.coords[c] for c in ("latent_row", "latent_col", "pixel_row_start", "pixel_row_stop",
@@ -88,9 +88,33 @@ def query_store(store: StoreTarget, products: str | Iterable[str] = tuple(PRODUC
     }
     attrs = {"source": store.name, "band": band, "model": art.name, "model_sha256": art.sha256, "probe": kind,
              "inputs": f"latent mean ({probes.latent_channels} channels, {latent.attrs['latent_dtype']} as stored)"
-                       + "".join(f", {g}" for g in probes.geometry),
+                       + "".join(f", {g}" for g in (*probes.geometry, *probes.columns)),
              "grid": f"one cell per {latent.attrs['downsample']}x{latent.attrs['downsample']} block of pixels"}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _product_variables(name: str, kind: str, probes: ProbeSet, features: np.ndarray, usable: np.ndarray,
+                       heldout: dict | None) -> dict[str, tuple]:
+    """The Dataset variables of one product on the latent grid ``usable.shape``: its estimate, with the probe's
+    held-out R² and RMSE as attributes, and for the trace gases (probes that read the stored slant columns)
+    ``<name>_uncertainty``, the estimate's 1-σ from the slant columns' fit noise (:meth:`ProbeSet.column_noise`)."""
+    product = PRODUCTS[name]
+    values = np.full(usable.shape, np.nan, np.float32)
+    values[usable] = probes.predict(name, kind, features)
+    attrs = {"units": product.units, "long_name": f"{product.long_name} (probe estimate from latents)",
+             "estimates": f"TEMPO {product.l2_product} L2 product/{product.l2_variable}", "probe": kind}
+    if heldout is not None:
+        attrs["heldout_r2"], attrs["heldout_rmse"] = heldout["r2"], heldout["rmse"]
+    out = {name: (DIMS, values, attrs)}
+    noise = probes.column_noise(name, kind, features) if name in GASES else None
+    if noise is not None:
+        sigma = np.full(usable.shape, np.nan, np.float32)
+        sigma[usable] = noise
+        out[f"{name}_uncertainty"] = (DIMS, sigma, {
+            "units": product.units, "probe": kind,
+            "long_name": f"1-sigma of {name} from the DOAS fit noise of the stored slant columns (probe error not "
+                         "included: see heldout_rmse of the product)"})
+    return out
 
 
 def write_products(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -106,7 +130,7 @@ def write_products(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool =
     check_target(path, replace)
     product = xr.Dataset()
     for name, var in ds.data_vars.items():
-        fill = np.float32(FLOAT_FILL[PRODUCTS[str(name)].l2_product])
+        fill = np.float32(FLOAT_FILL[PRODUCTS[str(name).removesuffix('_uncertainty')].l2_product])
         product[name] = (DIMS, np.where(np.isnan(var.values), fill, var.values).astype(np.float32),
                          {**var.attrs, "_FillValue": fill})
     geolocation = xr.Dataset()

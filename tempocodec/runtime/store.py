@@ -47,6 +47,7 @@ from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity, provenance
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.runtime.auxcodecs import aux_encoding, bound_text, codec_names, quiet_codecs, without_codecs
+from tempocodec.runtime.features import write_features
 from tempocodec.runtime.location import (
     StoreTarget,
     Where,
@@ -242,6 +243,8 @@ def _write_band(
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
     with dask_progress(f"{band}", enabled=progress), bounded_workers(), quiet_codecs():
         write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK, fillers=fillers)
+    if model is not None:  # DOAS slant columns per latent cell, for the probes (tempocodec.runtime.features)
+        write_features(tmp, band, ds, model.downsample, zarr_format)
     return entry
 
 

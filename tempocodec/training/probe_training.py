@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from tempocodec.runtime.artifacts import (
     resolve_model,
     write_card_section,
 )
+from tempocodec.runtime.features import GASES, input_names
 from tempocodec.runtime.probes import (
     GEOMETRY_INPUTS,
     PROBE_KINDS,
@@ -59,7 +60,10 @@ CARD_SECTION = "Probes"
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """How probes are trained. ``geometry``: append :data:`GEOMETRY_INPUTS` to the latent means; ``hidden``: MLP
+    """How probes are trained. ``geometry``: append :data:`GEOMETRY_INPUTS` to the latent means; ``columns``: then
+    append the store's product features (DOAS slant columns and their 1-σ, :mod:`tempocodec.runtime.features`), which
+    the trace gases' probes read (:func:`product_inputs`) with MLPs of width ``column_hidden`` (small: their inputs
+    are few, and ``query`` runs them five times for the uncertainty); ``hidden``: MLP
     width (``[F -> hidden -> hidden -> 1]``, ReLU); ``epochs``/``patience``: MLP epochs at most, and validations
     without improvement before stopping; ``ridge``: linear probe's ridge penalty per sample on standardized inputs;
     ``heldout_fraction``: granules held out when no held-out directory is given; ``val_fraction``: training
@@ -68,7 +72,9 @@ class ProbeConfig:
     cores)."""
 
     geometry: bool = True
+    columns: bool = True
     hidden: int = 512
+    column_hidden: int = 128
     epochs: int = 60
     patience: int = 8
     batch_size: int = 256
@@ -112,8 +118,10 @@ def truth_paths(l1b: Path) -> dict[str, Path]:
     return out
 
 
-def granule_samples(l1b: Path, model: ModelArtifacts, geometry: tuple[str, ...], work: Path) -> Samples:
-    """The samples of one granule: compressed with ``model`` into ``work`` (removed after), inputs read back."""
+def granule_samples(l1b: Path, model: ModelArtifacts, geometry: tuple[str, ...], work: Path,
+                    columns: tuple[str, ...] = ()) -> Samples:
+    """The samples of one granule: compressed with ``model`` into ``work`` (removed after), inputs read back
+    (latents, then the ``geometry`` inputs, then the product features ``columns``)."""
     truth = truth_paths(l1b)
     selection = next(key for key, bands in BAND_CHOICES.items() if bands == (model.band,))
     store = work / f"{l1b.stem}.zarr"
@@ -123,7 +131,7 @@ def granule_samples(l1b: Path, model: ModelArtifacts, geometry: tuple[str, ...],
         grid = latent_grid(store, model.band)
     finally:
         shutil.rmtree(store, ignore_errors=True)
-    features, usable = grid.features(geometry)
+    features, usable = grid.features(geometry, columns)
     targets = {}
     for product, path in truth.items():
         field = np.asarray(l2_truth(read_l2(path)).values, np.float64)
@@ -135,13 +143,13 @@ def granule_samples(l1b: Path, model: ModelArtifacts, geometry: tuple[str, ...],
 
 
 def collect(paths: list[Path], model: ModelArtifacts, geometry: tuple[str, ...], label: str,
-            progress: bool = True) -> Samples:
+            progress: bool = True, columns: tuple[str, ...] = ()) -> Samples:
     """The samples of every granule of ``paths``, concatenated (granule order)."""
     parts: list[Samples] = []
     with progress_bar(enabled=progress) as bar, tempfile.TemporaryDirectory(prefix=".probe-stores-") as work:
         task = bar.add_task(label, total=len(paths))
         for path in paths:
-            parts.append(granule_samples(path, model, geometry, Path(work)))
+            parts.append(granule_samples(path, model, geometry, Path(work), columns))
             bar.advance(task)
     return Samples(
         features=np.concatenate([p.features for p in parts]),
@@ -154,19 +162,45 @@ def collect(paths: list[Path], model: ModelArtifacts, geometry: tuple[str, ...],
 
 
 class ProbeNet(nn.Module):
-    """Standardize the features with fixed ``mean``, ``std`` ``(F,)``, then apply ``body`` -> ``(N, 1)``."""
+    """``asinh`` of the features flagged in ``asinh`` ``(F,)`` (the slant columns: their plumes span two decades, and
+    the fit scale of the gases is asinh too), standardization with fixed ``mean``, ``std`` ``(F,)`` of the
+    transformed features, then ``body`` -> ``(N, 1)``, clamped to ``limits`` (the training targets' range on the fit
+    scale: the asinh scale's inverse would turn an extrapolation into a column of 1e20). With ``select`` (indices
+    into a wider input), the net reads only those columns of its input, so every probe of a model takes the same
+    feature vector."""
 
     mean: torch.Tensor
     std: torch.Tensor
+    asinh: torch.Tensor
+    select: torch.Tensor
+    limits: torch.Tensor
 
-    def __init__(self, body: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    def __init__(self, body: nn.Module, mean: np.ndarray, std: np.ndarray, asinh: np.ndarray,
+                 limits: tuple[float, float] = (-math.inf, math.inf)) -> None:
         super().__init__()
         self.body = body
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+        self.register_buffer("asinh", torch.as_tensor(asinh, dtype=torch.bool))
+        self.register_buffer("select", torch.arange(len(mean)))
+        self.register_buffer("limits", torch.as_tensor(limits, dtype=torch.float32))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.body((features - self.mean) / self.std)
+        features = torch.index_select(features, 1, self.select)
+        magnitude = features.abs()  # asinh spelled out: ONNX opset 17 export has no aten::asinh
+        asinh = torch.sign(features) * torch.log(magnitude + torch.sqrt(magnitude * magnitude + 1.0))
+        features = torch.where(self.asinh, asinh, features)
+        return torch.clamp(self.body((features - self.mean) / self.std), self.limits[0], self.limits[1])
+
+    def reading(self, select: np.ndarray) -> ProbeNet:
+        """This net taking a wider input, of which it reads the columns ``select`` (int ``(F,)``)."""
+        self.select = torch.as_tensor(select, dtype=torch.long)
+        return self
+
+
+def input_transform(x: np.ndarray, asinh: np.ndarray) -> np.ndarray:
+    """What :class:`ProbeNet` does before standardizing: ``asinh`` of the flagged columns of ``x`` ``(N, F)``."""
+    return np.where(asinh, np.arcsinh(x), x).astype(np.float32)
 
 
 def _standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,17 +209,19 @@ def _standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
-def fit_linear(x: np.ndarray, y: np.ndarray, ridge: float) -> ProbeNet:
-    """Ridge least squares of ``y`` ``(N,)`` on ``x`` ``(N, F)`` (standardized; penalty ``ridge * N``, intercept free)."""
-    mean, std = _standardization(x)
-    z = (x - mean) / std
+def fit_linear(x: np.ndarray, y: np.ndarray, ridge: float, asinh: np.ndarray | None = None) -> ProbeNet:
+    """Ridge least squares of ``y`` ``(N,)`` on ``x`` ``(N, F)`` (transformed as ``asinh`` flags, default none, and
+    standardized; penalty ``ridge * N``, intercept free)."""
+    asinh = np.zeros(x.shape[1], bool) if asinh is None else asinh
+    mean, std = _standardization(input_transform(x, asinh))
+    z = (input_transform(x, asinh) - mean) / std
     gram = z.T.astype(np.float64) @ z + ridge * len(z) * np.eye(z.shape[1])
     weights = np.linalg.solve(gram, z.T.astype(np.float64) @ (y - y.mean()))
     layer = nn.Linear(x.shape[1], 1)
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(weights[None], dtype=torch.float32))
         layer.bias.fill_(float(y.mean()))
-    return ProbeNet(layer, mean, std).eval()
+    return ProbeNet(layer, mean, std, asinh, (float(y.min()), float(y.max()))).eval()
 
 
 def _mse(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 8192) -> float:
@@ -196,26 +232,28 @@ def _mse(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 8192) ->
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, config: ProbeConfig,
-            label: str, progress: bool = True) -> ProbeNet:
-    """An MLP ``[F -> hidden -> hidden -> 1]`` (ReLU) fitted to ``y`` (fit scale) with AdamW and cosine learning rate,
-    stopped early on the validation MSE; the weights of the best validation are returned (on the CPU)."""
+            label: str, progress: bool = True, asinh: np.ndarray | None = None) -> ProbeNet:
+    """An MLP ``[F -> hidden -> hidden -> 1]`` (ReLU; inputs transformed as ``asinh`` flags, default none) fitted to
+    ``y`` (fit scale) with AdamW and cosine learning rate, stopped early on the validation MSE; the weights of the
+    best validation are returned (on the CPU)."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _fit_mlp(x, y, x_val, y_val, config, label, progress)
+        return _fit_mlp(x, y, x_val, y_val, config, label, progress,
+                        np.zeros(x.shape[1], bool) if asinh is None else asinh)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, config: ProbeConfig,
-             label: str, progress: bool) -> ProbeNet:
+             label: str, progress: bool, asinh: np.ndarray) -> ProbeNet:
     """:func:`fit_mlp` with the thread count set."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
-    mean, std = _standardization(x)
+    mean, std = _standardization(input_transform(x, asinh))
     body = nn.Sequential(nn.Linear(x.shape[1], config.hidden), nn.ReLU(), nn.Linear(config.hidden, config.hidden),
                          nn.ReLU(), nn.Linear(config.hidden, 1))
-    net = ProbeNet(body, mean, std).to(device)
+    net = ProbeNet(body, mean, std, asinh, (float(y.min()), float(y.max()))).to(device)
     xt, yt = torch.as_tensor(x, device=device), torch.as_tensor(y, dtype=torch.float32, device=device)
     xv, yv = torch.as_tensor(x_val, device=device), torch.as_tensor(y_val, dtype=torch.float32, device=device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -282,16 +320,23 @@ def metrics_row(product: str, probe: str, prediction: np.ndarray, truth: np.ndar
 
 def render_probe_section(description: dict) -> str:
     """Markdown body of the model card's "Probes" section from a ``probes.json`` description."""
-    inputs = description["inputs"]
-    geometry = ", ".join(inputs["geometry"]) or "none"
+    inputs, config = description["inputs"], description["config"]
     granules = description["granules"]
     n_fit, n_val = len(granules["train"]), len(granules["validation"])
-    hidden = description["config"]["hidden"]
+    reads = []
+    for product, entry in description["products"].items():
+        names = entry["reads"]
+        latent = sum(n.startswith("latent_") for n in names)
+        rest = ", ".join(n for n in names if not n.startswith("latent_"))
+        hidden = config["column_hidden"] if set(names) & set(inputs["columns"]) else config["hidden"]
+        reads.append(f"{product}: {f'{latent} latent means, ' if latent else ''}{rest} "
+                     f"(MLP [{len(names)} -> {hidden} -> {hidden} -> 1])")
     lines = [
-        (f"Linear and MLP [{inputs['n_features']} -> {hidden} -> {hidden} -> 1] probes on the frozen encoder's "
-         f"stored latent means ({inputs['latent_channels']} channels per latent cell; geometry inputs: {geometry}), "
-         "one per product. Targets: TEMPO L2 truth pooled to the latent grid (mean over the valid pixels of each "
-         f"4×4 block). Fitted on {n_fit + n_val} training granules (the MLP on {n_fit}, stopping early on the other "
+        ("Linear and MLP probes, one of each per product, on the frozen encoder's stored latent means "
+         f"({inputs['latent_channels']} channels per latent cell), the cell's geometry and the store's DOAS slant "
+         f"columns (docs/format.md); inputs per product: {'; '.join(reads)}. Targets: TEMPO L2 truth pooled to the "
+         "latent grid (mean over the valid pixels of each 4×4 block). Fitted on "
+         f"{n_fit + n_val} training granules (the MLP on {n_fit}, stopping early on the other "
          f"{n_val}), measured on {len(granules['heldout'])} held-out granules ({granules['heldout_source']}). "
          "R² in physical units; 'mean' predicts the training mean. See docs/probes.md."),
         "",
@@ -339,20 +384,26 @@ def train_probes(data: str | os.PathLike, model: str | os.PathLike, *, heldout: 
     art = load_model(resolve_model(model))
     fit_paths, val_paths, held_paths, source = _split(Path(data), None if heldout is None else Path(heldout), config)
     geometry = GEOMETRY_INPUTS if config.geometry else ()
-    fit = collect(fit_paths, art, geometry, "latents (fit)", progress)
-    val = collect(val_paths, art, geometry, "latents (validation)", progress)
-    held = collect(held_paths, art, geometry, "latents (held out)", progress)
+    columns = input_names() if config.columns else ()
+    fit = collect(fit_paths, art, geometry, "latents (fit)", progress, columns)
+    val = collect(val_paths, art, geometry, "latents (validation)", progress, columns)
+    held = collect(held_paths, art, geometry, "latents (held out)", progress, columns)
     n_features = fit.features.shape[1]
+    names = [f"latent_{i}" for i in range(art.latent_channels)] + list(geometry) + list(columns)
     with atomic_dir(art.path / PROBES_DIR, replace=Replaceable(Path.is_dir, "a directory")) as staging:
         products, metrics = {}, []
         for name in PRODUCTS:
-            transform, graphs, rows = _train_product(name, fit, val, held, config, staging, progress)
+            select = product_inputs(name, art.latent_channels, len(geometry), len(columns))
+            transform, graphs, rows = _train_product(name, fit, val, held, config, staging, progress, select,
+                                                     art.latent_channels + len(geometry))
             products[name] = {"l2_product": PRODUCTS[name].l2_product, "l2_variable": PRODUCTS[name].l2_variable,
-                              "units": PRODUCTS[name].units, "transform": transform.to_json(), "graphs": graphs}
+                              "units": PRODUCTS[name].units, "transform": transform.to_json(), "graphs": graphs,
+                              "reads": [names[i] for i in select]}
             metrics += rows
         description = {
             "format": PROBES_FORMAT,
-            "inputs": {"latent_channels": art.latent_channels, "geometry": list(geometry), "n_features": n_features},
+            "inputs": {"latent_channels": art.latent_channels, "geometry": list(geometry), "columns": list(columns),
+                       "n_features": n_features},
             "products": products,
             "metrics": metrics,
             "granules": {"train": fit.granules, "validation": val.granules, "heldout": held.granules,
@@ -366,26 +417,46 @@ def train_probes(data: str | os.PathLike, model: str | os.PathLike, *, heldout: 
     return metrics
 
 
+def product_inputs(product: str, latent_channels: int, n_geometry: int, n_columns: int) -> np.ndarray:
+    """Indices of the inputs the probes of ``product`` read, into the feature vector [latents, geometry, columns]:
+    cloud fraction and ozone read latents and geometry; NO₂ and HCHO, where the store has slant columns, read
+    geometry and columns (the latents carry no trace gas, and with ~100 training scenes the MLP uses them to
+    memorize scenes: measured in docs/probes.md), else latents and geometry."""
+    latent = np.arange(latent_channels)
+    geometry = latent_channels + np.arange(n_geometry)
+    columns = latent_channels + n_geometry + np.arange(n_columns)
+    if product in GASES and n_columns:
+        return np.concatenate([geometry, columns])
+    return np.concatenate([latent, geometry])
+
+
 def _train_product(name: str, fit: Samples, val: Samples, held: Samples, config: ProbeConfig, out: Path,
-                   progress: bool) -> tuple[TargetTransform, dict[str, str], list[dict]]:
-    """Fit, export (into ``out``) and measure both probes of one product: its transform, kind -> graph file
-    (relative to the model directory), and its held-out rows (mean, linear, mlp)."""
+                   progress: bool, select: np.ndarray,
+                   first_column: int) -> tuple[TargetTransform, dict[str, str], list[dict]]:
+    """Fit, export (into ``out``) and measure both probes of one product, reading the inputs ``select`` (the slant
+    columns among them, indices from ``first_column`` on, transformed by asinh; an MLP of width ``column_hidden``
+    when it reads them): its transform, kind -> graph file (relative to the model directory), and its held-out rows
+    (mean, linear, mlp)."""
     finite = {s: np.isfinite(samples.targets[name]) for s, samples in (("fit", fit), ("val", val), ("held", held))}
     if finite["fit"].sum() < 2 or not finite["val"].any():
         raise TempocodecError(f"probes: too few latent cells with {name} truth to train on "
                               f"({int(finite['fit'].sum())} fit, {int(finite['val'].sum())} validation)")
-    x, truth = fit.features[finite["fit"]], fit.targets[name][finite["fit"]]
-    x_val, truth_val = val.features[finite["val"]], val.targets[name][finite["val"]]
+    n_features = fit.features.shape[1]
+    asinh = select >= first_column
+    if asinh.any():
+        config = replace(config, hidden=config.column_hidden)
+    x, truth = fit.features[finite["fit"]][:, select], fit.targets[name][finite["fit"]]
+    x_val, truth_val = val.features[finite["val"]][:, select], val.targets[name][finite["val"]]
     transform = TargetTransform.fit(PRODUCTS[name], truth)
     y, y_val = transform.forward(truth), transform.forward(truth_val)
-    nets = {"linear": fit_linear(np.concatenate([x, x_val]), np.concatenate([y, y_val]), config.ridge),
-            "mlp": fit_mlp(x, y, x_val, y_val, config, f"MLP probe {name}", progress)}
-    x_held, truth_held = held.features[finite["held"]], held.targets[name][finite["held"]]
+    nets = {"linear": fit_linear(np.concatenate([x, x_val]), np.concatenate([y, y_val]), config.ridge, asinh),
+            "mlp": fit_mlp(x, y, x_val, y_val, config, f"MLP probe {name}", progress, asinh)}
+    x_held, truth_held = held.features[finite["held"]], held.targets[name][finite["held"]]  # all inputs: the graphs select
     rows = [metrics_row(name, "mean", np.full(truth_held.shape, truth.mean()), truth_held, transform)]
     graphs = {}
     for kind in PROBE_KINDS:
         path = out / f"{name}_{kind}.onnx"
-        export_probe(nets[kind], x.shape[1], path)
+        export_probe(nets[kind].reading(select), n_features, path)
         graphs[kind] = f"{PROBES_DIR}/{path.name}"
         rows.append(metrics_row(name, kind, transform.inverse(_onnx_predict(path, x_held)), truth_held, transform))
     return transform, graphs, rows

@@ -30,6 +30,7 @@ from tempocodec.simulator import SceneConfig, simulate_granule
 TRAIN_SEED = 100_000
 VALID_SEED = 800_000
 PROBE_SEED = 700_000
+WINTER_PROBE_SEED = 750_000
 HELDOUT_SEED = 900_000
 TRAIN_SIZE = 64
 WIDE_LATITUDES = (15.0, 60.0)
@@ -44,6 +45,15 @@ def training_scene(seed: int, size: int = TRAIN_SIZE) -> SceneConfig:
 def probe_scenes(n: int, rows: int = 64, cols: int = 128) -> list[SceneConfig]:
     """The probes' training scenes: ``n`` scenes like the training set, ``rows``×``cols`` pixels."""
     return [SceneConfig(rows=rows, cols=cols, seed=PROBE_SEED + i, lat_range=WIDE_LATITUDES, sza_range=WIDE_SZA)
+            for i in range(n)]
+
+
+def winter_probe_scenes(n: int, rows: int = 64, cols: int = 128) -> list[SceneConfig]:
+    """Extra probe training scenes at 40–55°N with centre SZA 55–80°: mostly winter, about half of them with snow,
+    which the ``probe_scenes`` draw all but never gives (0 of 120 there: the SZA limit keeps most winter scenes
+    south of 38°N, where the simulator has no snow). Without them cloud fraction, NO₂ and HCHO probes meet snow
+    for the first time on held-out granules."""
+    return [SceneConfig(rows=rows, cols=cols, seed=WINTER_PROBE_SEED + i, lat_range=(40.0, 55.0), sza_range=(55.0, 80.0))
             for i in range(n)]
 
 
