@@ -144,14 +144,15 @@ def ours(granule: Granule, plain: CodecConfig, bound: float | None, relative_ste
                           for i in range(0, len(blobs), MAX_BATCH)])
     decode_s = time.perf_counter() - start
     decoded = untile(out, granule.radiance.shape)
+    doas = doas_rms(granule, decoded, reference)  # before score(), which may overwrite invalid values of its input
     _, noise_ratio = score(granule, decoded)
     valid = (decoded != np.float32(FILL)) & pixel_mask(granule.radiance)[..., None] & (granule.noise > 0)
     worst = float(np.max(np.abs(decoded - granule.radiance)[valid] / granule.noise[valid]))
     stored = sum(map(len, blobs)) + meta
     setting = f"latent only, step {relative_step:g}" if bound is None else f"K={bound:g}"
-    return Run(granule.name, "tempocodec", setting,
-               granule.radiance.nbytes / stored, noise_ratio, worst, encode_s, decode_s,
-               doas_rms(granule, decoded, reference), granule.radiance.nbytes / 1e6, fit_s)
+    return Run(granule=granule.name, method="tempocodec", setting=setting, ratio=granule.radiance.nbytes / stored,
+               noise_ratio=noise_ratio, max_over_sigma=worst, encode_s=encode_s, decode_s=decode_s, fit_s=fit_s,
+               doas_rms=doas, mb=granule.radiance.nbytes / 1e6)
 
 
 def baseline(granule: Granule, ks: list[int], bounds: list[float]) -> list[Run]:
@@ -342,6 +343,7 @@ def main() -> None:
             print(f"{granule.name} {r.setting}: {r.ratio:,.1f}× rmse/noise {r.noise_ratio:.2f} max {r.max_over_sigma:.3f} "
                   f"doas {r.doas_rms:.2f} enc {r.mb / r.encode_s:.0f} dec {r.mb / r.decode_s:.0f} MB/s", flush=True)
         print("  " + " ".join(granule_rows(granule.name, [r for r in runs if r.granule == granule.name])), flush=True)
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
     (args.plot.parent / "bench_bounded_runs.json").write_text(json.dumps([dataclasses.asdict(r) for r in runs]))
     plot(runs, args.plot)
     block = report(runs, args, (time.time() - started) / 60, art.name)
