@@ -89,6 +89,16 @@ def _grid(values: np.ndarray, bound: float) -> tuple[float, float] | None:
     return (step, offset) if (hi - lo) / step < 2**30 else None
 
 
+def blosc_lossless(zarr_format: int, typesize: int) -> dict[str, list[Any]]:
+    """The codec keys of a plain lossless array's encoding: Blosc-zstd with byte shuffle, then a CRC-32C of the
+    stored bytes (Blosc has no checksum of its own). Zarr v2 has one compressor, so there Blosc runs as the filter
+    and the checksum as the compressor."""
+    if zarr_format == 3:
+        return {"compressors": [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=typesize), Crc32cCodec()]}
+    return {"filters": [numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)],
+            "compressors": [CRC32C()]}
+
+
 def _tails(zarr_format: int, typesize: int) -> list[list[Any]]:
     """The candidate lossless stages after the filters, each ending in a CRC-32C of the stored bytes (the checksum
     ``verify`` expects of every non-radiance array): zstd, Blosc-zstd with byte shuffle, with bit shuffle."""

@@ -27,16 +27,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
-from numcodecs.checksum32 import CRC32C
-from zarr.codecs import BloscCodec, Crc32cCodec
 
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.netcdf import materialise
 from tempocodec.prepare.tiles import TILE, pool_to_latent
+from tempocodec.runtime.auxcodecs import blosc_lossless
 from tempocodec.science.doas import GAS_FITS, DoasSetup, fit_doas, gas_setup
 
 FEATURES_GROUP = "features"
@@ -212,14 +210,8 @@ def product_features(ds: xr.Dataset, band: str, downsample: int) -> xr.Dataset |
 
 def _encoding(var: xr.DataArray, zarr_format: Literal[2, 3]) -> dict:
     """Blosc-zstd (byte shuffle) and a CRC-32C, as the store's other lossless arrays; the fill value of ``var``."""
-    enc: dict = {"_FillValue": var.attrs.get("_FillValue", np.nan if var.dtype.kind == "f" else None)}
-    if zarr_format == 3:
-        enc["compressors"] = [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=var.dtype.itemsize),
-                              Crc32cCodec()]
-    else:
-        enc["filters"] = [numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)]
-        enc["compressors"] = [CRC32C()]
-    return enc
+    fill = var.attrs.get("_FillValue", np.nan if var.dtype.kind == "f" else None)
+    return {"_FillValue": fill} | blosc_lossless(zarr_format, var.dtype.itemsize)
 
 
 def write_features(store: Path, band: str, ds: xr.Dataset, downsample: int, zarr_format: Literal[2, 3]) -> None:

@@ -30,8 +30,6 @@ import numpy as np
 import xarray as xr
 import zarr
 from dask.array.core import getter
-from numcodecs.checksum32 import CRC32C
-from zarr.codecs import BloscCodec, Crc32cCodec
 
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
@@ -46,7 +44,14 @@ from tempocodec.prepare.tiles import TILE
 from tempocodec.progress import dask_progress
 from tempocodec.runtime import integrity, provenance
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
-from tempocodec.runtime.auxcodecs import aux_encoding, bound_text, codec_names, quiet_codecs, without_codecs
+from tempocodec.runtime.auxcodecs import (
+    aux_encoding,
+    blosc_lossless,
+    bound_text,
+    codec_names,
+    quiet_codecs,
+    without_codecs,
+)
 from tempocodec.runtime.features import write_features
 from tempocodec.runtime.location import (
     StoreTarget,
@@ -263,20 +268,13 @@ def _aux_encodings(source: xr.Dataset, ds: xr.Dataset, encoding: dict[str, dict]
 
 
 def _lossless_encoding(var: xr.DataArray, zarr_format: ZarrFormat) -> dict[str, Any]:
-    """Blosc-zstd with byte shuffle, then a CRC-32C of the stored bytes (Blosc has no checksum of its own); the
-    variable's fill value; 3-D arrays chunked like the radiance. Zarr v2 has one compressor, so there Blosc runs as
-    the filter and the checksum as the compressor."""
+    """:func:`~tempocodec.runtime.auxcodecs.blosc_lossless`, the variable's fill value, 3-D arrays chunked like the
+    radiance."""
     enc: dict[str, Any] = {}
     enc["_FillValue"] = var.encoding.get("_FillValue", var.attrs.get("_FillValue"))  # None: no fill value, as in the source
     if var.ndim == 3:
         enc["chunks"] = (TILE, TILE, var.shape[2])
-    if zarr_format == 3:
-        enc["compressors"] = [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=var.dtype.itemsize),
-                              Crc32cCodec()]
-    else:
-        enc["filters"] = [numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)]
-        enc["compressors"] = [CRC32C()]
-    return enc
+    return enc | blosc_lossless(zarr_format, var.dtype.itemsize)
 
 
 def _bitround(var: xr.DataArray) -> xr.DataArray:
