@@ -190,7 +190,8 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
     present = [i for i, p in enumerate(parsed) if p.extent[0]]
     empty = np.zeros((0, channels, rows, cols), np.float32)
     xhat = _run(art, "decoder", _latent_grid([parsed[i] for i in present], lat_shape), "z", "x") if present else empty
-    radiance = denormalize(xhat, art.mu, art.sigma, axis=1)
+    # with a residual layer, each chunk's extent comes from it (the rest becomes fill below): no exp here twice
+    radiance = denormalize(xhat, art.mu, art.sigma, axis=1) if config.residual is None else np.empty_like(xhat)
     for j, i in enumerate(present):
         _apply_residual(radiance[j], xhat[j], parsed[i], config, f"{where} {i}")
     if present and (config.valid_min is not None or config.valid_max is not None):
