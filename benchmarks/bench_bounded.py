@@ -52,7 +52,7 @@ from bench_transform_report import machine
 
 from tempocodec.codec.config import RADIANCE_FILL, CodecConfig, model_config
 from tempocodec.codec.kernel import MAX_BATCH, decode_tiles, encode_tiles
-from tempocodec.codec.residual_fit import Sample, fit_residual, latent_step, sample_cols, sample_rows
+from tempocodec.codec.residual_fit import Sample, fit_residual, latent_step, sample_starts
 from tempocodec.defaults import RELATIVE_LATENT_STEP
 from tempocodec.prepare.tiles import TILE, pixel_mask
 from tempocodec.runtime.artifacts import load_model, resolve_model
@@ -104,8 +104,8 @@ def store_sample(granule: Granule, tiles: np.ndarray, noise: np.ndarray) -> Samp
     """The chunks ``compress`` fits on (:func:`tempocodec.runtime.store._fit_band_residual`'s choice)."""
     s, x, _ = granule.radiance.shape
     cols = -(-x // TILE)
-    picks = [(r // TILE) * cols + c // TILE for r in sample_rows(s, TILE) for c in sample_cols(x, TILE)]
-    covered = sum(granule.radiance[r:r + TILE, c:c + TILE].nbytes for r in sample_rows(s, TILE) for c in sample_cols(x, TILE))
+    picks = [(r // TILE) * cols + c // TILE for r in sample_starts(s, TILE) for c in sample_starts(x, TILE)]
+    covered = sum(granule.radiance[r:r + TILE, c:c + TILE].nbytes for r in sample_starts(s, TILE) for c in sample_starts(x, TILE))
     return Sample(tiles[picks], noise[picks], FILL, covered)
 
 

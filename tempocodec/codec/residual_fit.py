@@ -1,7 +1,7 @@
 """Fitting a granule's residual layer (:mod:`tempocodec.codec.residual`) on a sample of its chunks, and choosing it.
 
 Compress calls :func:`fit_residual` once per band, before any chunk is written, on a few chunks spread over the
-granule (:func:`sample_rows`): the noise model from their radiance and ``radiance_error``, the spectral basis from
+granule (:func:`sample_starts`): the noise model from their radiance and ``radiance_error``, the spectral basis from
 what the latent misses there, then the spectral-stage setting (:data:`CANDIDATES`) that makes those chunks
 smallest at the requested bound. With a target ratio instead of a bound, the bound is bisected on the same chunks.
 """
@@ -55,16 +55,12 @@ class Sample:
         return [self.fill] * len(self.radiance)
 
 
-def sample_rows(n_rows: int, tile: int, count: int = 2) -> list[int]:
-    """First mirror steps of up to ``count`` stripes of ``tile`` rows spread over ``n_rows`` (first and middle)."""
-    stripes = max(1, -(-n_rows // tile))
+def sample_starts(n: int, tile: int, count: int = 2) -> list[int]:
+    """Starts (pixels along one axis of ``n``) of up to ``count`` chunks of ``tile`` spread evenly from the first
+    chunk to the last: the stripes (mirror steps) or chunk columns (cross-track) compress fits on."""
+    stripes = max(1, -(-n // tile))
     picks = sorted({round(k * (stripes - 1) / max(1, count - 1)) if count > 1 else 0 for k in range(count)})
     return [p * tile for p in picks[: max(1, min(count, stripes))]]
-
-
-def sample_cols(n_cols: int, tile: int, count: int = 2) -> list[int]:
-    """First cross-track pixels of up to ``count`` chunk columns spread over ``n_cols`` (first and middle)."""
-    return sample_rows(n_cols, tile, count)
 
 
 def _usable(sample: Sample, config: CodecConfig) -> np.ndarray:

@@ -20,8 +20,7 @@ from tempocodec.codec.residual_fit import (
     fit_residual,
     latent_only_ratio,
     latent_step,
-    sample_cols,
-    sample_rows,
+    sample_starts,
     step_for_ratio,
 )
 from tempocodec.codec.zarr3 import make_codec
@@ -30,7 +29,7 @@ from tempocodec.errors import TempocodecError
 from tempocodec.granule.netcdf import materialise
 from tempocodec.prepare.tiles import TILE
 from tempocodec.runtime.artifacts import ModelArtifacts
-from tempocodec.runtime.streaming import Filler, write_bounded
+from tempocodec.runtime.streaming import Filler, tiles_of, write_bounded
 
 SHARD_XTRACK = 512
 """Cross-track pixels per radiance shard (Zarr v3)."""
@@ -112,26 +111,19 @@ def _latent_entry(model: ModelArtifacts, coding: BandCoding) -> dict[str, Any]:
 
 
 def _band_sample(radiance: xr.DataArray, noise: xr.DataArray | None, fill: np.float32) -> Sample:
-    """A few chunks from two stripes of the granule (:func:`sample_rows`, :func:`sample_cols`) with their noise
+    """A few chunks from two stripes of the granule (:func:`sample_starts` along each axis) with their noise
     (NaN where the band has no ``radiance_error``)."""
     tiles, sigma, covered = [], [], 0
-    for start in sample_rows(radiance.shape[0], TILE):
+    for start in sample_starts(radiance.shape[0], TILE):
         rows = slice(start, start + TILE)
-        for first in sample_cols(radiance.shape[1], TILE):
+        for first in sample_starts(radiance.shape[1], TILE):
             cols = slice(first, first + TILE)
             block = np.asarray(materialise(radiance.data[rows, cols]), np.float32)
-            err = np.full_like(block, np.nan) if noise is None else np.asarray(materialise(noise.data[rows, cols]), np.float32)
-            tiles.append(_pad_tile(block, fill))
-            sigma.append(_pad_tile(err, np.float32(np.nan)))
+            err = np.full_like(block, np.nan) if noise is None else materialise(noise.data[rows, cols])
+            tiles.append(tiles_of(block, (0, 0), (TILE, TILE), float(fill))[0][0])
+            sigma.append(tiles_of(err, (0, 0), (TILE, TILE), np.nan)[0][0])
             covered += block.nbytes
     return Sample(np.stack(tiles), np.stack(sigma), float(fill), covered)
-
-
-def _pad_tile(block: np.ndarray, pad: np.float32) -> np.ndarray:
-    """A ``(rows, cols, C)`` block as a full ``(TILE, TILE, C)`` chunk padded with ``pad``."""
-    out = np.full((TILE, TILE, block.shape[2]), pad, dtype=np.float32)
-    out[: block.shape[0], : block.shape[1]] = block
-    return out
 
 
 def _residual_entry(spec: ResidualSpec, request: ResidualRequest) -> dict[str, Any]:

@@ -95,6 +95,21 @@ def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict
                       column)
 
 
+def _each_shard(arrays: tuple[Any, ...], stripe_rows: int, cols: int,
+                write: Callable[[slice, int, list[np.ndarray]], None]) -> None:
+    """Call ``write(rows, first column, blocks)`` over arrays of one shape ``(mirror_step, xtrack, ...)`` (numpy or
+    dask): each stripe of ``stripe_rows`` mirror steps read once (:func:`materialise`), then its blocks ``cols``
+    pixels across. A callback rather than a generator, so that no block of a stripe is still referenced when the next
+    stripe is read (one stripe in memory at a time)."""
+    steps, width = arrays[0].shape[:2]
+    for start in range(0, steps, stripe_rows):
+        rows = slice(start, min(start + stripe_rows, steps))
+        stripes = [materialise(a[rows]) for a in arrays]
+        for first in range(0, width, cols):
+            write(rows, first, [stripe[:, first : first + cols] for stripe in stripes])
+        del stripes  # freed before the next stripe is read
+
+
 def write_stripes(data: Any, target: zarr.Array, fill: Any, cols: int) -> None:
     """Fill the zarr array ``target`` with ``data`` ``(mirror_step, xtrack, spectral_channel)`` (numpy or dask), one
     stripe of :data:`TILE` mirror steps at a time, each stripe ``cols`` pixels (one shard) at a time.
@@ -102,41 +117,36 @@ def write_stripes(data: Any, target: zarr.Array, fill: Any, cols: int) -> None:
     NaN becomes ``fill`` (when not None) in float data (:func:`_nan_to_fill`): all that xarray's encoding would do
     to these variables, whose encoding sets no dtype, scale or offset.
     """
-    steps, width = data.shape[:2]
-    for start in range(0, steps, TILE):
-        rows = slice(start, min(start + TILE, steps))
-        stripe = materialise(data[rows])
-        for first in range(0, width, cols):
-            target[rows, first : first + cols] = _nan_to_fill(stripe[:, first : first + cols], fill)
-        del stripe  # freed before the next stripe is read
+
+    def write(rows: slice, first: int, blocks: list[np.ndarray]) -> None:
+        target[rows, first : first + cols] = _nan_to_fill(blocks[0], fill)
+
+    _each_shard((data,), TILE, cols, write)
 
 
 def write_bounded(radiance: Any, noise: Any, target: zarr.Array, config: CodecConfig, fill: float, cols: int) -> None:
     """Fill the VAE-coded radiance array ``target`` with ``radiance`` ``(mirror_step, xtrack, spectral_channel)``,
     encoding here, with ``noise`` (``radiance_error``, same shape), rather than through zarr's codec pipeline: the
-    residual layer's bound refers to each value's own noise, which a zarr codec cannot see. One stripe of
-    :data:`TILE` mirror steps at a time, ``cols`` pixels (one shard) at a time; each payload records its position.
+    residual layer's bound refers to each value's own noise, which a zarr codec cannot see. One stripe of chunk rows
+    at a time, ``cols`` pixels (one shard) at a time; each payload records its position.
     """
-    steps, width = radiance.shape[:2]
     tile_rows, tile_cols = config.tile
-    for start in range(0, steps, tile_rows):
-        rows = slice(start, min(start + tile_rows, steps))
-        stripe = _nan_to_fill(materialise(radiance[rows]), fill)
-        sigma = np.asarray(materialise(noise[rows]), np.float32)
-        for first in range(0, width, cols):
-            block = stripe[:, first : first + cols]
-            tiles, positions = _tiles(block, (start // tile_rows, first // tile_cols), config.tile, fill)
-            noise_tiles, _ = _tiles(sigma[:, first : first + cols], (0, 0), config.tile, np.nan)
-            blobs: list[bytes] = []
-            for i in range(0, len(tiles), MAX_BATCH):
-                part = slice(i, i + MAX_BATCH)
-                blobs += encode_tiles(tiles[part], [fill] * len(tiles[part]), config, noise_tiles[part], positions[part])
-            write_chunks(target, dict(zip(positions, blobs, strict=True)))
-        del stripe, sigma  # freed before the next stripe is read
+
+    def write(rows: slice, first: int, blocks: list[np.ndarray]) -> None:
+        origin = (rows.start // tile_rows, first // tile_cols)
+        tiles, positions = tiles_of(_nan_to_fill(blocks[0], fill), origin, config.tile, fill)
+        noise_tiles, _ = tiles_of(blocks[1], origin, config.tile, np.nan)
+        blobs: list[bytes] = []
+        for i in range(0, len(tiles), MAX_BATCH):
+            part = slice(i, i + MAX_BATCH)
+            blobs += encode_tiles(tiles[part], [fill] * len(tiles[part]), config, noise_tiles[part], positions[part])
+        write_chunks(target, dict(zip(positions, blobs, strict=True)))
+
+    _each_shard((radiance, noise), tile_rows, cols, write)
 
 
-def _tiles(block: np.ndarray, origin: tuple[int, int], tile: tuple[int, int], pad: float
-           ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def tiles_of(block: np.ndarray, origin: tuple[int, int], tile: tuple[int, int], pad: float
+             ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The chunks of ``block`` ``(rows, cols, C)`` as float32 ``(N, *tile, C)`` (edges padded with ``pad``, as zarr
     pads edge chunks) and their chunk grid positions, counted from ``origin``."""
     rows, cols, channels = block.shape
