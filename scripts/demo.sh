@@ -13,6 +13,6 @@ granule=$(ls "$out"/granules/TEMPO_RAD_L1_*.nc | head -n 1)
 "$bin/tempocodec" query "$out/granule.zarr" --product all
 "$bin/tempocodec" query "$out/granule.zarr" --product all -o "$out/products.nc" --overwrite
 "$bin/tempocodec" decompress "$out/granule.zarr" "$out/decompressed.nc" --overwrite
-"$bin/tempocodec" evaluate "$granule" "$out/granule.zarr" --report "$out/report"
+"$bin/tempocodec" evaluate "$granule" "$out/granule.zarr" --report "$out/report" --overwrite
 "$bin/tempocodec" evaluate "$granule" "$out/bounded.zarr" | grep -i "bound"
 echo "demo done: stores $out/granule.zarr (latent only) and $out/bounded.zarr (--error-bound 1), products $out/products.nc, file $out/decompressed.nc, report $out/report/report.md"
