@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 from helpers_cli import assert_one_line_error, run_cli
 
 from tempocodec.errors import TempocodecError
@@ -50,7 +50,9 @@ def test_compress_and_decompress_granules_on_a_cluster(granules, client, tmp_pat
     assert error is not None and "\n" not in error and BAD in error and "not a readable netCDF-4" in error
     assert sorted(p.name for p in out.iterdir()) == sorted(p.stem + ".zarr" for p in good(granules))  # no partials
     first = good(granules)[0]
-    serial = compress_granule(first, tmp_path / "serial.zarr", model=MODEL, progress=False)
+    with get_task_stream(client) as stream:  # the client is dask's default now: a single granule stays local
+        serial = compress_granule(first, tmp_path / "serial.zarr", model=MODEL, progress=False)
+    assert stream.data == []
     np.testing.assert_array_equal(open_store(out / f"{first.stem}.zarr", UV)["radiance"].values,
                                   open_store(serial.path, UV)["radiance"].values)
     raw, stored = next(o.value for o in report.outcomes if o.source == str(first))
@@ -67,7 +69,7 @@ def test_cli_batch_on_a_scheduler_address_reports_the_bad_granule(granules, clie
                      "--scheduler", client.scheduler.address)
     assert result.exit_code == 1, result.output
     failed = [line for line in result.output.splitlines() if line.startswith("failed:")]
-    assert len(failed) == 1 and BAD in failed[0]
+    assert len(failed) == 1 and BAD in failed[0], result.output
     assert "compressed 3 of 4 granules into" in result.output and "granules/minute" in result.output
     assert "Traceback" not in result.output
     assert sorted(p.suffix for p in out.iterdir()) == [".zarr"] * 3

@@ -512,3 +512,15 @@ def test_tempocodec_error_is_a_value_error_that_wrapping_passes_through(tmp_path
     with pytest.raises(ValueError, match="is a boolean") as excinfo:
         write_l1b(tmp_path / "flag.nc", granule)
     assert "cannot write attribute" not in str(excinfo.value)
+
+
+def test_a_handle_collected_while_another_thread_reads_is_closed_under_the_lock(written: Path) -> None:
+    # netCDF4 closes a Dataset when it is deallocated, outside any lock: a source garbage-collected in one thread
+    # while another holds the HDF5 lock must leave its handle open until the lock is free
+    source = netcdf.NetCDFSource(written)
+    handle = source._state["ds"]
+    with netcdf.hdf5_lock():
+        del source  # the finalizer runs now, in this thread, which holds the lock
+        assert handle.isopen() and netcdf._UNCLOSED == [handle]
+    with netcdf.hdf5_lock():
+        assert not handle.isopen() and netcdf._UNCLOSED == []

@@ -19,7 +19,6 @@ from typing import Any
 import netCDF4
 import numpy as np
 import xarray as xr
-from xarray.backends.locks import HDF5_LOCK
 
 from tempocodec.atomic import Replaceable
 from tempocodec.bands import BANDS, N_CHANNELS
@@ -32,6 +31,7 @@ from tempocodec.granule.netcdf import (
     NetCDFLayout,
     NetCDFSource,
     VarSpec,
+    hdf5_lock,
     one_line,
     plain_dtype,
     read_group,
@@ -153,7 +153,7 @@ class L1BFile:
         try:
             self.group_names = self._source.group_names()
             self.band_names = [b for b in BANDS if b in self.group_names]
-            with HDF5_LOCK:
+            with hdf5_lock():
                 _check_bands(self.path, self._source.group(None), self.band_names)
             root = read_group(self._source, None, skipped=self.skipped)
         except TempocodecError:  # before ValueError, which it is

@@ -8,6 +8,7 @@ xarray Dataset of raw values, and :func:`write_netcdf` writes Datasets in a prod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 import weakref
@@ -78,16 +79,37 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+_UNCLOSED: list[netCDF4.Dataset] = []
+"""Handles a finalizer found the HDF5 lock taken for: netCDF4 would close them when they are deallocated, in
+whatever thread that happens and outside the lock, racing another thread's read; the next holder closes them."""
+
+
+@contextlib.contextmanager
+def hdf5_lock() -> Iterator[None]:
+    """Hold xarray's process-wide HDF5 lock (netCDF-C and HDF5 are not thread-safe), first closing handles left by
+    :func:`_close_quietly`."""
+    with HDF5_LOCK:
+        while _UNCLOSED:
+            ds = _UNCLOSED.pop()
+            if ds.isopen():
+                ds.close()
+        yield
+
+
 def _close_quietly(state: dict[str, Any]) -> None:
-    """Close the netCDF handle in ``state`` if the HDF5 lock is free now (a finalizer must never wait for it)."""
-    ds = state.get("ds")
-    if ds is not None and HDF5_LOCK.acquire(blocking=False):
+    """Close the netCDF handle in ``state``, now if the HDF5 lock is free, else on the lock's next use (a finalizer
+    must never wait for the lock: the thread holding it may be the one collecting garbage)."""
+    ds, state["ds"] = state.get("ds"), None
+    if ds is None:
+        return
+    if HDF5_LOCK.acquire(blocking=False):
         try:
             if ds.isopen():
                 ds.close()
         finally:
             HDF5_LOCK.release()
-        state["ds"] = None
+    else:
+        _UNCLOSED.append(ds)
 
 
 class NetCDFSource:
@@ -105,9 +127,11 @@ class NetCDFSource:
             raise TempocodecError(f"{self.path}: no such file")
         if not self.path.is_file():
             raise TempocodecError(f"{self.path}: not a file")
+        if not is_netcdf4(self.path):  # a foreign file never reaches netCDF-C/HDF5 (their error for one varies by build)
+            raise TempocodecError(f"{self.path}: not a readable netCDF-4/HDF5 file (no HDF5 signature at its start)")
         self._state: dict[str, Any] = {"ds": None}
         weakref.finalize(self, _close_quietly, self._state)
-        with HDF5_LOCK:
+        with hdf5_lock():
             self._open()
 
     def _open(self) -> netCDF4.Dataset:
@@ -133,12 +157,12 @@ class NetCDFSource:
 
     def group_names(self) -> list[str]:
         """Names of the top-level groups, in file order."""
-        with HDF5_LOCK:
+        with hdf5_lock():
             return list(self._open().groups)
 
     def read(self, group: str | None, name: str, key: Any = Ellipsis) -> np.ndarray:
         """Raw values of ``group/name`` at ``key`` (slices), fill values included."""
-        with HDF5_LOCK:
+        with hdf5_lock():
             try:
                 var = self.group(group).variables[name]
                 var.set_auto_maskandscale(False)
@@ -152,7 +176,7 @@ class NetCDFSource:
 
     def close(self) -> None:
         """Close the handle now (a later read reopens the file)."""
-        with HDF5_LOCK:
+        with hdf5_lock():
             ds = self._state["ds"]
             if ds is not None and ds.isopen():
                 ds.close()
@@ -232,7 +256,7 @@ def read_group(
     compound, enum or non-string vlen types are left out and their paths appended to ``skipped``.
     """
     variables: dict[str, tuple[tuple[str, ...], tuple[int, ...], np.dtype, dict[str, Any]]] = {}
-    with HDF5_LOCK:
+    with hdf5_lock():
         nc = source.group(group)
         attrs = _attrs(nc, group or "/", skipped)
         for name, var in nc.variables.items():
@@ -322,16 +346,16 @@ def write_netcdf(
 def _write_file(path: Path, tmp: Path, layout: NetCDFLayout, attrs: Mapping[str, Any], root_dims: dict[str, int],
                 root: xr.Dataset, groups: Mapping[str, xr.Dataset]) -> None:
     """The body of :func:`write_netcdf`: the netCDF-4 file ``tmp`` (``path`` names it in errors)."""
-    with HDF5_LOCK:
+    with hdf5_lock():
         nc = _create(path, tmp)
     try:
-        with HDF5_LOCK:
+        with hdf5_lock():
             _set_attrs(path, nc, attrs, "global attributes")
             for name, size in root_dims.items():
                 nc.createDimension(name, size)
         _write_group(path, layout, nc, "", root)
         for gname, ds in groups.items():
-            with HDF5_LOCK:
+            with hdf5_lock():
                 ncg = nc.createGroup(gname)
                 _set_attrs(path, ncg, ds.attrs, f"group {gname}")
                 for dim, size in ds.sizes.items():
@@ -339,7 +363,7 @@ def _write_file(path: Path, tmp: Path, layout: NetCDFLayout, attrs: Mapping[str,
                         ncg.createDimension(str(dim), size)
             _write_group(path, layout, ncg, gname, ds)
     finally:
-        with HDF5_LOCK:
+        with hdf5_lock():
             nc.close()
 
 
@@ -416,7 +440,7 @@ def _write_group(path: Path, layout: NetCDFLayout, nc: netCDF4.Dataset, gname: s
         where = f"{gname}/{name}" if gname else str(name)
         spec = layout.spec(gname, str(name))
         dtype = target_dtype(path, where, var.dtype, spec)
-        with HDF5_LOCK:
+        with hdf5_lock():
             ncvar = _create_variable(path, nc, str(name), var, dtype, spec, layout, ds, where)
         _write_values(path, ncvar, var, dtype, where)
 
@@ -579,7 +603,7 @@ def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: 
         blocks = [slice(None)]
     for block in blocks:
         values = _cast(path, where, materialise(data[block] if var.ndim else data), dtype)
-        with HDF5_LOCK:
+        with hdf5_lock():
             try:
                 if var.ndim:
                     ncvar[block] = values

@@ -123,6 +123,7 @@ class StoreSummary:
 # --------------------------------------------------------------------------------------------------- compress
 
 
+@bounded_workers()  # also where a dask.distributed client is the default: see bounded_workers
 def compress_granule(
     src: GranuleSource,
     dst: str | os.PathLike,
@@ -246,7 +247,7 @@ def _write_band(
         entry, encoding["radiance"], fillers = vae_radiance(ds["radiance"], coding, fill, valid, zarr_format)
         ds["radiance"].attrs["tempocodec_lossy"] = provenance.radiance_note(model, coding.latent_dtype, entry)
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
-    with dask_progress(f"{band}", enabled=progress), bounded_workers(), quiet_codecs():
+    with dask_progress(f"{band}", enabled=progress), quiet_codecs():
         write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK, fillers=fillers)
     if model is not None:  # DOAS slant columns per latent cell, for the probes (tempocodec.runtime.features)
         write_features(tmp, band, ds, model.downsample, zarr_format)
@@ -498,6 +499,7 @@ def check_arrays(root: zarr.Group, arrays: list[str], path: Where) -> None:
                 payload.unpack(chunk, where=f"{path}: damaged store: {name} chunk {at}", chunk_shape=config.chunk_shape)
 
 
+@bounded_workers()
 def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
     """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst`` (atomically; an existing
     ``dst`` is replaced only with ``overwrite`` and only when it is a netCDF-4 file)."""
@@ -516,7 +518,7 @@ def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: boo
     root_ds = _typed_vars(root_ds, "/", dtypes)
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
-    with dask_progress("decompress", enabled=progress), bounded_workers():
+    with dask_progress("decompress", enabled=progress):
         write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands), replace=replace)
     return dst
 
