@@ -1,7 +1,7 @@
 """Product features: DOAS slant columns per latent cell, fitted at compress time on the full-resolution spectra.
 
 The latents of a CPU-sized VAE do not carry the trace gases (their differential optical depths, 1e-3 to 1e-2, lie
-below the reconstruction error in their windows), so :func:`product_features` fits NO₂ (405–465 nm) and HCHO
+below the reconstruction error in their windows), so :class:`FeatureFit` fits NO₂ (405–465 nm) and HCHO
 (328.5–356.5 nm) slant columns on every pixel of the original radiance (:func:`tempocodec.science.doas.gas_setup`)
 and averages them over each latent cell (one ``d × d`` block of pixels, ``d`` the model's downsample, 4). The probes
 read them beside the latents (:mod:`tempocodec.runtime.probes`).
@@ -32,7 +32,6 @@ import xarray as xr
 import zarr
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.netcdf import materialise
 from tempocodec.prepare.tiles import TILE, pool_to_latent
 from tempocodec.runtime.auxcodecs import blosc_lossless
 from tempocodec.science.doas import GAS_FITS, DoasSetup, fit_doas, gas_setup
@@ -147,22 +146,29 @@ def _columns(setup: DoasSetup, cols: slice) -> DoasSetup:
     return replace(setup, design=setup.design[cols], gram=setup.gram[cols], log_solar=setup.log_solar[cols])
 
 
-def cell_columns(radiance, wavelength: np.ndarray, band: str, downsample: int) -> CellColumns:
-    """Slant columns of every gas on the latent grid of ``radiance`` ``(mirror_step, xtrack, C)`` (numpy or dask; read
-    one stripe of :data:`TILE` mirror steps at a time), ``wavelength`` its ``nominal_wavelength`` ``(xtrack, C)``."""
-    if TILE % downsample:
-        raise TempocodecError(f"features: the downsample {downsample} does not divide the stripe height {TILE}")
-    setups = {g: gas_setup(wavelength, g, band) for g in GASES}
-    scd: dict[str, list[np.ndarray]] = {g: [] for g in GASES}
-    error: dict[str, list[np.ndarray]] = {g: [] for g in GASES}
-    for start in range(0, radiance.shape[0], TILE):
-        stripe = materialise(radiance[start : start + TILE])
-        for gas, (values, sigma) in fit_stripe(stripe, setups).items():
-            scd[gas].append(pool_to_latent(values, downsample).astype(np.float64))
-            error[gas].append(_pooled_error(sigma, downsample))
-        del stripe
-    return CellColumns(scd={g: np.concatenate(v) for g, v in scd.items()},
-                       error={g: np.concatenate(v) for g, v in error.items()})
+class FeatureFit:
+    """The slant columns of one band fitted stripe by stripe (:meth:`add`, one stripe of :data:`TILE` mirror steps
+    at a time, as the store writer streams the radiance), then gathered on the latent grid (:meth:`columns`)."""
+
+    def __init__(self, wavelength: np.ndarray, band: str, downsample: int) -> None:
+        """``wavelength``: the band's ``nominal_wavelength`` ``(xtrack, C)``; ``downsample``: pixels per latent cell."""
+        if TILE % downsample:
+            raise TempocodecError(f"features: the downsample {downsample} does not divide the stripe height {TILE}")
+        self.downsample = downsample
+        self.setups = {g: gas_setup(wavelength, g, band) for g in GASES}
+        self._scd: dict[str, list[np.ndarray]] = {g: [] for g in GASES}
+        self._error: dict[str, list[np.ndarray]] = {g: [] for g in GASES}
+
+    def add(self, stripe: np.ndarray) -> None:
+        """Fit the next stripe of radiance ``(rows, xtrack, C)``."""
+        for gas, (values, sigma) in fit_stripe(stripe, self.setups).items():
+            self._scd[gas].append(pool_to_latent(values, self.downsample).astype(np.float64))
+            self._error[gas].append(_pooled_error(sigma, self.downsample))
+
+    def columns(self) -> CellColumns:
+        """The columns of every stripe added so far, in order."""
+        return CellColumns(scd={g: np.concatenate(v) for g, v in self._scd.items()},
+                           error={g: np.concatenate(v) for g, v in self._error.items()})
 
 
 def encode(columns: CellColumns) -> xr.Dataset:
@@ -197,15 +203,13 @@ def decode(group: zarr.Group, where: str | os.PathLike) -> dict[str, np.ndarray]
     return out
 
 
-def product_features(ds: xr.Dataset, band: str, downsample: int) -> xr.Dataset | None:
-    """The stored features of one band group ``ds`` (L1B variables; ``radiance`` and ``nominal_wavelength``), or None
-    for a band that lacks the gas windows."""
+def feature_fit(ds: xr.Dataset, band: str, downsample: int) -> FeatureFit | None:
+    """The :class:`FeatureFit` of one band group ``ds`` (L1B variables; ``radiance`` and ``nominal_wavelength``), or
+    None for a band that lacks the gas windows."""
     if "nominal_wavelength" not in ds or "radiance" not in ds:
         return None
     wavelength = np.asarray(ds["nominal_wavelength"].values, np.float64)
-    if not covers_windows(wavelength):
-        return None
-    return encode(cell_columns(ds["radiance"].data, wavelength, band, downsample))
+    return FeatureFit(wavelength, band, downsample) if covers_windows(wavelength) else None
 
 
 def _encoding(var: xr.DataArray, zarr_format: Literal[2, 3]) -> dict:
@@ -214,12 +218,10 @@ def _encoding(var: xr.DataArray, zarr_format: Literal[2, 3]) -> dict:
     return {"_FillValue": fill} | blosc_lossless(zarr_format, var.dtype.itemsize)
 
 
-def write_features(store: Path, band: str, ds: xr.Dataset, downsample: int, zarr_format: Literal[2, 3]) -> None:
-    """Compute the features of band group ``ds`` and write them as ``<band>/features`` of the store being written at
-    ``store`` (nothing for a band without the gas windows). The hook of :mod:`tempocodec.runtime.store`."""
-    features = product_features(ds, band, downsample)
-    if features is None:
-        return
+def write_features(store: Path, band: str, fit: FeatureFit, zarr_format: Literal[2, 3]) -> None:
+    """Write the columns ``fit`` gathered as ``<band>/features`` of the store being written at ``store``. The hook of
+    :mod:`tempocodec.runtime.store`, which feeds ``fit`` the radiance it streams."""
+    features = encode(fit.columns())
     encoding = {name: _encoding(var, zarr_format) for name, var in features.data_vars.items()}
     for var in features.data_vars.values():
         var.attrs.pop("_FillValue", None)

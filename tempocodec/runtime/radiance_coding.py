@@ -1,6 +1,6 @@
 """How compress codes one band's radiance: the VAE codec's zarr encoding, quantized latents' step, and the residual
-layer of an error-bounded or rate-controlled store (fitted on a sample of the granule, written by
-:func:`tempocodec.runtime.streaming.write_bounded` so that its bound sees each value's ``radiance_error``)."""
+layer of an error-bounded or rate-controlled store (fitted on a sample of the granule's first stripe, written by
+:func:`tempocodec.runtime.streaming.bounded_writer` so that its bound sees each value's ``radiance_error``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from tempocodec.codec.config import CodecConfig, model_config
 from tempocodec.codec.numcodec import make_numcodec
@@ -26,10 +25,9 @@ from tempocodec.codec.residual_fit import (
 from tempocodec.codec.zarr3 import make_codec
 from tempocodec.defaults import RELATIVE_LATENT_STEP
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.netcdf import materialise
 from tempocodec.prepare.tiles import TILE
 from tempocodec.runtime.artifacts import ModelArtifacts
-from tempocodec.runtime.streaming import Filler, tiles_of, write_bounded
+from tempocodec.runtime.streaming import Coder, Stripes, bounded_writer, tiles_of
 
 SHARD_XTRACK = 512
 """Cross-track pixels per radiance shard (Zarr v3)."""
@@ -68,16 +66,17 @@ class BandCoding:
     latent_step: float | None = None
 
 
-def vae_radiance(radiance: xr.DataArray, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],
-                  zarr_format: ZarrFormat) -> tuple[dict[str, Any], dict[str, Any], dict[str, Filler]]:
-    """The band entry, zarr encoding and fillers of a VAE-coded radiance: quantized latents get their step from a
-    sample of the granule unless one is given, and the residual layer, when asked, is fitted on the same sample."""
+def vae_radiance(stripes: Stripes, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],
+                  zarr_format: ZarrFormat) -> tuple[dict[str, Any], dict[str, Any], dict[str, Coder]]:
+    """The band entry, zarr encoding and coders of a VAE-coded radiance (``stripes`` holds the band's ``radiance``
+    and, for a residual layer, its ``radiance_error``): quantized latents get their step from a sample of the
+    granule unless one is given, and the residual layer, when asked, is fitted on the same sample."""
     assert coding.model is not None
     model = coding.model
     if coding.residual is not None and coding.noise is None:
         raise TempocodecError("--error-bound and --ratio need the granule's radiance_error, which this band lacks")
     needs_step = coding.latent_dtype == "quantized" and coding.latent_step is None
-    sample = _band_sample(radiance, coding.noise, fill) if needs_step or coding.residual is not None else None
+    sample = _band_sample(stripes, coding.residual is not None, fill) if needs_step or coding.residual is not None else None
     if needs_step:
         assert sample is not None
         plain = CodecConfig.parse(**model_config(model, "float32", float(fill), *valid))
@@ -97,8 +96,9 @@ def vae_radiance(radiance: xr.DataArray, coding: BandCoding, fill: np.float32, v
     entry = _latent_entry(model, coding)
     if spec is None or request is None:
         return entry, encoding, {}
-    filler = _bounded_filler(radiance, coding.noise, encoding, fill, zarr_format)
-    return entry | _residual_entry(spec, request), encoding, {"radiance": filler}
+    assert stripes.noise is not None
+    coder = _bounded_coder(encoding, fill, zarr_format, stripes.noise)
+    return entry | _residual_entry(spec, request), encoding, {"radiance": coder}
 
 
 def _latent_entry(model: ModelArtifacts, coding: BandCoding) -> dict[str, Any]:
@@ -110,19 +110,21 @@ def _latent_entry(model: ModelArtifacts, coding: BandCoding) -> dict[str, Any]:
     return entry
 
 
-def _band_sample(radiance: xr.DataArray, noise: xr.DataArray | None, fill: np.float32) -> Sample:
-    """A few chunks from two stripes of the granule (:func:`sample_starts` along each axis) with their noise
-    (NaN where the band has no ``radiance_error``)."""
+SAMPLE_CHUNKS = 4
+"""Chunks of the first stripe that compress fits quantized latents and the residual layer on."""
+
+
+def _band_sample(stripes: Stripes, with_noise: bool, fill: np.float32) -> Sample:
+    """:data:`SAMPLE_CHUNKS` chunks spread across the first stripe of the granule (:func:`sample_starts`; the stripe
+    the writer reads first, kept for it) with their noise when ``with_noise`` (else NaN)."""
+    block = stripes.first("radiance")
+    err = stripes.first(stripes.noise) if with_noise and stripes.noise else np.full(block.shape, np.nan, np.float32)
     tiles, sigma, covered = [], [], 0
-    for start in sample_starts(radiance.shape[0], TILE):
-        rows = slice(start, start + TILE)
-        for first in sample_starts(radiance.shape[1], TILE):
-            cols = slice(first, first + TILE)
-            block = np.asarray(materialise(radiance.data[rows, cols]), np.float32)
-            err = np.full_like(block, np.nan) if noise is None else materialise(noise.data[rows, cols])
-            tiles.append(tiles_of(block, (0, 0), (TILE, TILE), float(fill))[0][0])
-            sigma.append(tiles_of(err, (0, 0), (TILE, TILE), np.nan)[0][0])
-            covered += block.nbytes
+    for first in sample_starts(block.shape[1], TILE, SAMPLE_CHUNKS):
+        cols = slice(first, first + TILE)
+        tiles.append(tiles_of(np.asarray(block[:, cols], np.float32), (0, 0), (TILE, TILE), float(fill))[0][0])
+        sigma.append(tiles_of(err[:, cols], (0, 0), (TILE, TILE), np.nan)[0][0])
+        covered += block[:, cols].nbytes
     return Sample(np.stack(tiles), np.stack(sigma), float(fill), covered)
 
 
@@ -132,17 +134,12 @@ def _residual_entry(spec: ResidualSpec, request: ResidualRequest) -> dict[str, A
     return mode | {"error_bound": spec.bound, "residual": spec.describe()}
 
 
-def _bounded_filler(radiance: xr.DataArray, noise: xr.DataArray | None, encoding: dict[str, Any], fill: np.float32,
-                    zarr_format: ZarrFormat) -> Filler:
-    """What fills an error-bounded radiance array: :func:`write_bounded` with the band's noise."""
+def _bounded_coder(encoding: dict[str, Any], fill: np.float32, zarr_format: ZarrFormat, noise: str) -> Coder:
+    """What fills an error-bounded radiance array: :func:`bounded_writer` with the array's codec configuration and
+    the band's noise (array ``noise`` of the stripes)."""
     codec = encoding["serializer"] if zarr_format == 3 else encoding["compressors"][0]
-    assert noise is not None
     cols = SHARD_XTRACK if zarr_format == 3 else TILE
-
-    def fill_array(target: zarr.Array) -> None:
-        write_bounded(radiance.data, noise.data, target, codec.config, float(fill), cols)
-
-    return fill_array
+    return lambda target: bounded_writer(target, codec.config, float(fill), cols, noise)
 
 
 def radiance_encoding(model: ModelArtifacts, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],

@@ -37,7 +37,7 @@ from tempocodec.codec import payload
 from tempocodec.codec.stored import place_chunks, read_stored_chunks
 from tempocodec.defaults import DEFAULT_LATENT_DTYPE
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.l1b import RADIANCE_FILL, L1BGranule, open_l1b
+from tempocodec.granule.l1b import RADIANCE_DIMS, RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.granule.remote import GranuleSource, local_granule
 from tempocodec.prepare.tiles import TILE
@@ -52,7 +52,7 @@ from tempocodec.runtime.auxcodecs import (
     quiet_codecs,
     without_codecs,
 )
-from tempocodec.runtime.features import write_features
+from tempocodec.runtime.features import feature_fit, write_features
 from tempocodec.runtime.location import (
     StoreTarget,
     Where,
@@ -63,7 +63,7 @@ from tempocodec.runtime.location import (
     zarr_target,
 )
 from tempocodec.runtime.radiance_coding import SHARD_XTRACK, BandCoding, ResidualRequest, vae_radiance
-from tempocodec.runtime.streaming import Filler, bounded_workers, to_zarr, write_group
+from tempocodec.runtime.streaming import Coder, Sink, Stripes, bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
@@ -236,7 +236,9 @@ def _write_band(
             f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), "
             f"relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
         )
-    fillers: dict[str, Filler] = {}
+    stripes = _stripes(ds, coding.noise)
+    coders: dict[str, Coder] = {}
+    fit = None
     if model is None:
         entry: dict[str, Any] = {"radiance": "lossless", "reason": f"no model for {band}"}
     else:
@@ -244,14 +246,29 @@ def _write_band(
             raise TempocodecError(
                 f"model {model.name} takes {model.n_channels} spectral channels, {band} has {ds.sizes['spectral_channel']}"
             )
-        entry, encoding["radiance"], fillers = vae_radiance(ds["radiance"], coding, fill, valid, zarr_format)
+        entry, encoding["radiance"], coders = vae_radiance(stripes, coding, fill, valid, zarr_format)
         ds["radiance"].attrs["tempocodec_lossy"] = provenance.radiance_note(model, coding.latent_dtype, entry)
+        fit = feature_fit(ds, band, model.downsample)  # DOAS slant columns per latent cell, for the probes
+    observers = () if fit is None else (Sink(("radiance",), lambda rows, blocks: fit.add(blocks["radiance"])),)
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
     with dask_progress(f"{band}", enabled=progress), quiet_codecs():
-        write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK, fillers=fillers)
-    if model is not None:  # DOAS slant columns per latent cell, for the probes (tempocodec.runtime.features)
-        write_features(tmp, band, ds, model.downsample, zarr_format)
+        write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK, stripes=stripes, coders=coders,
+                    observers=observers)
+    if fit is not None:
+        write_features(tmp, band, fit, zarr_format)
     return entry
+
+
+def _stripes(ds: xr.Dataset, noise: xr.DataArray | None) -> Stripes:
+    """The spectral variables of band group ``ds`` to stream, and the band's ``radiance_error`` as read (``noise``,
+    what a bound refers to): the stored variable where that is it unchanged, else an array of its own."""
+    arrays = {str(n): v.data for n, v in ds.data_vars.items() if v.dims == RADIANCE_DIMS}
+    if noise is None:
+        return Stripes(arrays)
+    stored = arrays.get("radiance_error")
+    if stored is not None and getattr(stored, "name", None) == getattr(noise.data, "name", 0):
+        return Stripes(arrays, noise="radiance_error")
+    return Stripes(arrays | {"noise": noise.data}, noise="noise")
 
 
 def _aux_encodings(source: xr.Dataset, ds: xr.Dataset, encoding: dict[str, dict], zarr_format: ZarrFormat) -> None:

@@ -1,22 +1,27 @@
-"""Writing a band group into a Zarr store in bounded memory.
+"""Writing a band group into a Zarr store in bounded memory, reading and coding at once.
 
 A band's spectral variables (``radiance``, ``radiance_error``, ``pixel_quality_flag``: dims ``(mirror_step, xtrack,
 spectral_channel)``) come from netCDF one mirror step per dask chunk. Rechunking them to the store's 64-row shards
 inside one dask graph kept many source rows of every variable alive at once, and xarray's encoding copied each
 135 MB shard several times over, so peak memory grew with the granule (2.2 GB for a two-band 64×1024 granule,
-2.6 GB for a real 131×2048 one on 2 CPUs, more with more threads). Here each spectral variable is written one stripe
-of :data:`~tempocodec.prepare.tiles.TILE` mirror steps at a time: the stripe is read chunk by chunk into one buffer
-(64 × xtrack × channels: 540 MB of float32 for a real band, the least that reads each netCDF chunk only once), then
-written into the zarr array one shard column at a time. Every other variable is small and is written in one xarray
-call, as before. The stored bytes are the same either way (``tests/test_streaming.py``).
+2.6 GB for a real 131×2048 one on 2 CPUs, more with more threads). Here the spectral variables are written in one
+:func:`stream` over stripes of :data:`~tempocodec.prepare.tiles.TILE` mirror steps: each stripe of each variable is
+read chunk by chunk into one buffer (64 × xtrack × channels: 540 MB of float32 for a real band, the least that
+reads each netCDF chunk only once) by a reader thread, while the sinks code the block read before it (the VAE, the
+product features, the auxiliary codecs), so reading and coding overlap and at most one block more than the coding
+needs is held. Every other variable is small and is written in one xarray call, as before. The stored bytes are the
+same either way (``tests/test_streaming.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,18 +68,133 @@ def to_zarr(ds: xr.Dataset, path: Path, group: str | None, encoding: dict | None
                    **kwargs)
 
 
-Filler = Callable[[zarr.Array], None]
-"""Fills one created array of a group (see ``fillers`` of :func:`write_group`)."""
+@dataclass(frozen=True)
+class Sink:
+    """One consumer of a band's stripes: ``write(rows, blocks)`` gets the stripe ``rows`` of each array it ``needs``
+    (name -> numpy ``(rows, xtrack, ...)``), in stripe order."""
+
+    needs: tuple[str, ...]
+    write: Callable[[slice, dict[str, np.ndarray]], None]
+
+
+Coder = Callable[[zarr.Array], Sink]
+"""What fills one created spectral array of a group (see ``coders`` of :func:`write_group`): the sink that writes it."""
+
+
+class Stripes:
+    """The spectral arrays of a band group (name -> numpy or dask ``(mirror_step, xtrack, ...)``), read one stripe of
+    :data:`TILE` mirror steps at a time. The first stripe of an array, read early (:meth:`first`: the compress sample),
+    is kept until the writer takes it (:meth:`read`), so no stripe is read twice."""
+
+    def __init__(self, arrays: dict[str, Any], noise: str | None = None) -> None:
+        """``noise``: the name in ``arrays`` of the band's ``radiance_error`` as read (None: the band has none)."""
+        self.arrays, self.noise = arrays, noise
+        self._kept: dict[str, np.ndarray] = {}
+        self.steps = next(iter(arrays.values())).shape[0] if arrays else 0
+
+    def first(self, name: str) -> np.ndarray:
+        """The first stripe of array ``name``, kept for :meth:`read`."""
+        if name not in self._kept:
+            self._kept[name] = materialise(self.arrays[name][:TILE])
+        return self._kept[name]
+
+    def read(self, name: str, rows: slice) -> np.ndarray:
+        """Stripe ``rows`` of array ``name`` (the kept first stripe, given up here, when ``rows`` starts at 0)."""
+        kept = self._kept.pop(name, None) if rows.start == 0 else None
+        return kept if kept is not None else materialise(self.arrays[name][rows])
+
+
+def stream(stripes: Stripes, sinks: list[Sink]) -> None:
+    """Feed every stripe of ``stripes`` to ``sinks`` (in list order within a stripe), reading in a background thread
+    so that the next array's stripe is read while the current one is coded.
+
+    Reading and coding overlap (netCDF reads hold the HDF5 lock, so only this thread reads); memory stays bounded:
+    a block is dropped once the last sink of its stripe that needs it has run, and at most one block more than the
+    coding holds (:func:`_schedule`) is alive.
+    """
+    order = list(dict.fromkeys(name for sink in sinks for name in sink.needs))
+    if not order:
+        return
+    steps, peak = _schedule(order, sinks)
+    slots = threading.Semaphore(peak + 1)  # one read ahead of the coding
+    ready: queue.Queue[tuple[slice, np.ndarray] | BaseException] = queue.Queue()
+    stop = threading.Event()
+
+    def read_all() -> None:
+        try:
+            for rows in _stripe_rows(stripes.steps):
+                for name in order:
+                    slots.acquire()
+                    if stop.is_set():
+                        return
+                    ready.put((rows, stripes.read(name, rows)))
+        except BaseException as err:  # handed to the coding thread, which raises it
+            ready.put(err)
+
+    reader = threading.Thread(target=read_all, name="tempocodec-stripe-reader", daemon=True)
+    reader.start()
+    try:
+        for rows in _stripe_rows(stripes.steps):
+            _code_stripe(rows, order, steps, ready, slots)
+    finally:
+        stop.set()
+        slots.release(len(order) + 1)  # wakes a reader waiting for a slot, which then stops
+        reader.join()
+
+
+Step = tuple[list[Sink], list[str]]
+"""What follows the arrival of one array's block in a stripe: the sinks that can run now, then the blocks no sink
+left in the stripe needs."""
+
+
+def _schedule(order: list[str], sinks: list[Sink]) -> tuple[list[Step], int]:
+    """One :data:`Step` per array of ``order`` (the order blocks arrive in), and the most blocks held at once."""
+    held: set[str] = set()
+    pending, steps, peak = list(sinks), [], 0
+    for name in order:
+        held.add(name)
+        peak = max(peak, len(held))
+        ready = []
+        while pending and all(n in held for n in pending[0].needs):
+            ready.append(pending.pop(0))
+        done = [n for n in held if all(n not in sink.needs for sink in pending)]
+        held -= set(done)
+        steps.append((ready, done))
+    return steps, peak
+
+
+def _stripe_rows(steps: int) -> list[slice]:
+    """The stripes of :data:`TILE` mirror steps of ``steps``."""
+    return [slice(start, min(start + TILE, steps)) for start in range(0, steps, TILE)]
+
+
+def _code_stripe(rows: slice, order: list[str], steps: list[Step], ready: queue.Queue, slots: threading.Semaphore
+                 ) -> None:
+    """Run the sinks of one stripe as its blocks arrive from ``ready``, following ``steps`` (:func:`_schedule`), and
+    release a slot for each block dropped."""
+    blocks: dict[str, np.ndarray] = {}
+    for name, (sinks, done) in zip(order, steps, strict=True):
+        item = ready.get()
+        if isinstance(item, BaseException):
+            raise item
+        blocks[name] = item[1]
+        for sink in sinks:
+            sink.write(rows, {n: blocks[n] for n in sink.needs})
+        for n in done:
+            del blocks[n]
+            slots.release()
 
 
 def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict], zarr_format: Literal[2, 3],
-                chunks: dict[str, int], column: int, fillers: dict[str, Filler] | None = None) -> None:
+                chunks: dict[str, int], column: int, *, stripes: Stripes | None = None,
+                coders: dict[str, Coder] | None = None, observers: tuple[Sink, ...] = ()) -> None:
     """Write ``ds`` as the new group ``group`` of the store at ``path`` with the per-variable ``encoding``.
 
     Variables other than the spectral ones are chunked by ``chunks`` (dim -> size) and written in one call; the
-    spectral arrays are then created by xarray (metadata only) and filled stripe by stripe (:func:`write_stripes`),
-    ``column`` pixels across at a time (a multiple of their chunks across: a whole number of shards or chunks),
-    except those named in ``fillers``, which fill their own array.
+    spectral arrays are then created by xarray (metadata only) and filled in one :func:`stream` over ``stripes``
+    (default: the spectral variables of ``ds``), ``column`` pixels across at a time (a multiple of their chunks
+    across: a whole number of shards or chunks), except those named in ``coders``, whose sinks fill their own
+    array. ``observers`` also see the stripes (the product features).
     """
     spectral = [str(name) for name, var in ds.data_vars.items() if var.dims == RADIANCE_DIMS]
     rest = ds.drop_vars(spectral)
@@ -85,64 +205,56 @@ def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict
     arrays = xr.Dataset({name: ds[name].variable for name in spectral}, attrs=ds.attrs)
     to_zarr(arrays, path, group, {k: v for k, v in encoding.items() if k in spectral}, zarr_format, mode="a",
             compute=False, safe_chunks=False)  # creates the arrays; their data follows stripe by stripe
+    sinks: list[Sink] = []
     for name in spectral:
-        var = ds[name].variable
         target = zarr.open_array(store=path, path=f"{group}/{name}", mode="r+", zarr_format=zarr_format)
-        if fillers and name in fillers:
-            fillers[name](target)
-            continue
-        write_stripes(var.data, target, encoding.get(name, {}).get("_FillValue", var.attrs.get("_FillValue")),
-                      column)
+        if coders and name in coders:
+            sinks.append(coders[name](target))
+        else:
+            fill = encoding.get(name, {}).get("_FillValue", ds[name].attrs.get("_FillValue"))
+            sinks.append(stripe_writer(name, target, fill, column))
+        if name == "radiance":
+            sinks += observers
+    stream(stripes or Stripes({name: ds[name].data for name in spectral}), sinks)
 
 
-def _each_shard(arrays: tuple[Any, ...], stripe_rows: int, cols: int,
-                write: Callable[[slice, int, list[np.ndarray]], None]) -> None:
-    """Call ``write(rows, first column, blocks)`` over arrays of one shape ``(mirror_step, xtrack, ...)`` (numpy or
-    dask): each stripe of ``stripe_rows`` mirror steps read once (:func:`materialise`), then its blocks ``cols``
-    pixels across. A callback rather than a generator, so that no block of a stripe is still referenced when the next
-    stripe is read (one stripe in memory at a time)."""
-    steps, width = arrays[0].shape[:2]
-    for start in range(0, steps, stripe_rows):
-        rows = slice(start, min(start + stripe_rows, steps))
-        stripes = [materialise(a[rows]) for a in arrays]
-        for first in range(0, width, cols):
-            write(rows, first, [stripe[:, first : first + cols] for stripe in stripes])
-        del stripes  # freed before the next stripe is read
-
-
-def write_stripes(data: Any, target: zarr.Array, fill: Any, cols: int) -> None:
-    """Fill the zarr array ``target`` with ``data`` ``(mirror_step, xtrack, spectral_channel)`` (numpy or dask), one
-    stripe of :data:`TILE` mirror steps at a time, each stripe ``cols`` pixels (one shard) at a time.
+def stripe_writer(name: str, target: zarr.Array, fill: Any, cols: int) -> Sink:
+    """The sink that writes array ``name``'s stripes into the zarr array ``target`` through its codec pipeline,
+    ``cols`` pixels (one shard) at a time.
 
     NaN becomes ``fill`` (when not None) in float data (:func:`_nan_to_fill`): all that xarray's encoding would do
     to these variables, whose encoding sets no dtype, scale or offset.
     """
 
-    def write(rows: slice, first: int, blocks: list[np.ndarray]) -> None:
-        target[rows, first : first + cols] = _nan_to_fill(blocks[0], fill)
+    def write(rows: slice, blocks: dict[str, np.ndarray]) -> None:
+        stripe = blocks[name]
+        for first in range(0, stripe.shape[1], cols):
+            target[rows, first : first + cols] = _nan_to_fill(stripe[:, first : first + cols], fill)
 
-    _each_shard((data,), TILE, cols, write)
+    return Sink((name,), write)
 
 
-def write_bounded(radiance: Any, noise: Any, target: zarr.Array, config: CodecConfig, fill: float, cols: int) -> None:
-    """Fill the VAE-coded radiance array ``target`` with ``radiance`` ``(mirror_step, xtrack, spectral_channel)``,
-    encoding here, with ``noise`` (``radiance_error``, same shape), rather than through zarr's codec pipeline: the
-    residual layer's bound refers to each value's own noise, which a zarr codec cannot see. One stripe of chunk rows
-    at a time, ``cols`` pixels (one shard) at a time; each payload records its position.
+def bounded_writer(target: zarr.Array, config: CodecConfig, fill: float, cols: int, noise: str) -> Sink:
+    """The sink that fills the VAE-coded radiance array ``target``, encoding here with each stripe's
+    ``radiance_error`` (array ``noise`` of the stripes) rather than through zarr's codec pipeline: the residual
+    layer's bound refers to each value's own noise, which a zarr codec cannot see. ``cols`` pixels (one shard) at a
+    time; each payload records its position.
     """
     tile_rows, tile_cols = config.tile
 
-    def write(rows: slice, first: int, blocks: list[np.ndarray]) -> None:
-        origin = (rows.start // tile_rows, first // tile_cols)
-        tiles, positions = tiles_of(_nan_to_fill(blocks[0], fill), origin, config.tile, fill)
-        noise_tiles, _ = tiles_of(blocks[1], origin, config.tile, np.nan)
-        blobs: list[bytes] = []
-        for i in range(0, len(tiles), MAX_BATCH):
-            part = slice(i, i + MAX_BATCH)
-            blobs += encode_tiles(tiles[part], [fill] * len(tiles[part]), config, noise_tiles[part], positions[part])
-        write_chunks(target, dict(zip(positions, blobs, strict=True)))
+    def write(rows: slice, blocks: dict[str, np.ndarray]) -> None:
+        radiance, sigma = blocks["radiance"], blocks[noise]
+        for first in range(0, radiance.shape[1], cols):
+            origin = (rows.start // tile_rows, first // tile_cols)
+            tiles, positions = tiles_of(_nan_to_fill(radiance[:, first : first + cols], fill), origin, config.tile, fill)
+            noise_tiles, _ = tiles_of(sigma[:, first : first + cols], origin, config.tile, np.nan)
+            blobs: list[bytes] = []
+            for i in range(0, len(tiles), MAX_BATCH):
+                part = slice(i, i + MAX_BATCH)
+                blobs += encode_tiles(tiles[part], [fill] * len(tiles[part]), config, noise_tiles[part], positions[part])
+            write_chunks(target, dict(zip(positions, blobs, strict=True)))
 
-    _each_shard((radiance, noise), tile_rows, cols, write)
+    return Sink(("radiance", noise), write)
 
 
 def tiles_of(block: np.ndarray, origin: tuple[int, int], tile: tuple[int, int], pad: float
