@@ -18,7 +18,9 @@ The Zarr v3 face (:mod:`tempocodec.codec.zarr3`) and the numcodecs face (:mod:`t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from tempocodec.codec import payload, residual
 from tempocodec.codec.config import CODEC_NAME, LATENT_DTYPES, CodecConfig
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import INVALID_ABOVE, denormalize, normalize
-from tempocodec.runtime.artifacts import ModelArtifacts, session
+from tempocodec.runtime.artifacts import ModelArtifacts, cpu_count, session
 
 MAX_BATCH = 16
 """Most chunks per ONNX Runtime call (a 64×64×1028 chunk is 16.8 MB of float32 model input)."""
@@ -97,21 +99,13 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig,
     if rows % art.downsample or cols % art.downsample:
         raise TempocodecError(f"{CODEC_NAME}: tile {config.tile} is not a multiple of model {art.name}'s downsample "
                               f"{art.downsample}")
-    raw = _channels_first(tiles)
-    valid = valid_radiance(raw, fills, config)
-    x = normalize(raw, art.mu, art.sigma, axis=1)
-    extents = []
-    for i in range(n):
-        if not valid[i].all():
-            x[i][~valid[i]] = 0.0
-        h, w = payload.valid_extent(valid[i])
-        if h:
-            x[i, :, h:, :] = x[i, :, h - 1 : h, :]
-            x[i, :, :, w:] = x[i, :, :, w - 1 : w]
-        extents.append((h, w))
+    x = np.empty((n, channels, rows, cols), np.float32)
+    prepared = list(_pool().map(lambda i: _prepare(tiles[i], fills[i], config, art, x[i]), range(n)))
+    valid = [v for v, _ in prepared]
+    extents = [e for _, e in prepared]
     present = [i for i, (h, _) in enumerate(extents) if h]
     empty = np.zeros((0, art.latent_channels, rows // art.downsample, cols // art.downsample), np.float32)
-    means = _run(art, "encoder", x[present], "x", "mean") if present else empty
+    means = _run(art, "encoder", x if len(present) == n else x[present], "x", "mean") if present else empty
     dtype = LATENT_DTYPES[config.latent_dtype]
     limit = np.finfo(dtype).max
     out = []
@@ -121,15 +115,39 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig,
             latent = np.clip(means[present.index(i), :, :lat_rows, :lat_cols], -limit, limit).astype(dtype)
             if config.latent_step is not None:  # stored as multiples of the step: what decoding will see
                 latent = np.rint(latent / np.float32(config.latent_step)) * np.float32(config.latent_step)
-            mask = payload.compact_mask(valid[i, :, : extent[0], : extent[1]])
+            mask = payload.compact_mask(valid[i][:, : extent[0], : extent[1]])
         else:
             latent, mask = np.zeros((art.latent_channels, 0, 0), dtype), None
         position = None if positions is None else positions[i]
         out.append(payload.Payload(latent, mask, (rows, cols), extent, channels, art.downsample, position,
                                    latent_step=config.latent_step))
     if config.residual is not None and present:
-        out = _with_residuals(out, present, raw, valid, x, None if noise is None else _channels_first(noise), config)
+        out = _with_residuals(out, present, _channels_first(tiles), valid, x,
+                              None if noise is None else _channels_first(noise), config)
     return [payload.pack(p) for p in out]
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """The threads that prepare and finish chunks side by side (numpy releases the GIL in its loops), one per CPU."""
+    return ThreadPoolExecutor(max_workers=cpu_count(), thread_name_prefix="tempocodec-kernel")
+
+
+def _prepare(tile: np.ndarray, fill: float, config: CodecConfig, art: ModelArtifacts, x: np.ndarray
+             ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Normalize one chunk ``tile`` float32 ``(rows, cols, C)`` into the encoder's input ``x`` ``(C, rows, cols)``:
+    invalid elements 0, the last valid row and column replicated into the padding beyond the valid extent. Returns
+    the chunk's validity (bool ``(C, rows, cols)``, a view) and its valid extent."""
+    valid = valid_radiance(tile[None], [fill], config)[0]
+    y = normalize(tile, art.mu, art.sigma, axis=-1, valid=valid)
+    rows, cols, channels = tile.shape
+    _swap_last_axes(y.reshape(1, rows * cols, channels), x.reshape(1, channels, rows * cols))
+    valid_cf = valid.transpose(2, 0, 1)
+    h, w = payload.valid_extent(valid_cf)
+    if h:
+        x[:, h:, :] = x[:, h - 1 : h, :]
+        x[:, :, w:] = x[:, :, w - 1 : w]
+    return valid_cf, (h, w)
 
 
 def _channels_first(tiles: np.ndarray) -> np.ndarray:
@@ -150,7 +168,7 @@ def _latent_grid(parsed: Sequence[payload.Payload], lat_shape: tuple[int, int, i
     return z
 
 
-def _with_residuals(payloads: list[payload.Payload], present: list[int], raw: np.ndarray, valid: np.ndarray,
+def _with_residuals(payloads: list[payload.Payload], present: list[int], raw: np.ndarray, valid: Sequence[np.ndarray],
                     x: np.ndarray, noise: np.ndarray | None, config: CodecConfig) -> list[payload.Payload]:
     """``payloads`` with the residual of each chunk in ``present`` added: the decoder runs on the stored latents, as
     it will when decoding, and :func:`tempocodec.codec.residual.encode` codes what it misses."""
@@ -190,27 +208,37 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
     present = [i for i, p in enumerate(parsed) if p.extent[0]]
     empty = np.zeros((0, channels, rows, cols), np.float32)
     xhat = _run(art, "decoder", _latent_grid([parsed[i] for i in present], lat_shape), "z", "x") if present else empty
-    # with a residual layer, each chunk's extent comes from it (the rest becomes fill below): no exp here twice
-    radiance = denormalize(xhat, art.mu, art.sigma, axis=1) if config.residual is None else np.empty_like(xhat)
-    for j, i in enumerate(present):
-        _apply_residual(radiance[j], xhat[j], parsed[i], config, f"{where} {i}")
-    if present and (config.valid_min is not None or config.valid_max is not None):
-        np.clip(radiance, config.valid_min, config.valid_max, out=radiance)
     out = np.empty((len(parsed), rows, cols, channels), dtype=np.float32)
-    for i, p in enumerate(parsed):
-        fill = np.float32(fills[i])
-        if i not in present:
-            out[i] = fill
-            continue
-        j = present.index(i)
-        _swap_last_axes(radiance[j : j + 1].reshape(1, channels, rows * cols), out[i : i + 1].reshape(1, rows * cols, channels))
-        h, w = p.extent
-        out[i, h:] = fill
-        out[i, :h, w:] = fill
-        if p.mask is not None:
-            inner = out[i, :h, :w]
-            inner[~(p.mask if p.mask.ndim == 2 else p.mask.transpose(1, 2, 0))] = fill
+    slot = {i: j for j, i in enumerate(present)}
+
+    def finish(i: int) -> None:
+        if i in slot:
+            _finish(out[i], xhat[slot[i]], parsed[i], np.float32(fills[i]), config, f"{where} {i}")
+        else:
+            out[i] = np.float32(fills[i])
+
+    list(_pool().map(finish, range(len(parsed))))
     return out
+
+
+def _finish(out: np.ndarray, xhat: np.ndarray, p: payload.Payload, fill: np.float32, config: CodecConfig, where: str
+            ) -> None:
+    """One decoded chunk into ``out`` float32 ``(rows, cols, C)`` from the decoder's output ``xhat`` ``(C, rows,
+    cols)``: denormalized (or the residual layer's reconstruction), clipped to the configuration's valid range, the
+    fill value outside the valid extent and at invalid elements."""
+    art = config.artifacts()
+    channels, rows, cols = xhat.shape
+    # with a residual layer, the extent comes from it (the rest becomes fill below): no exp here twice
+    radiance = denormalize(xhat, art.mu, art.sigma, axis=0) if config.residual is None else np.empty_like(xhat)
+    _apply_residual(radiance, xhat, p, config, where)
+    if config.valid_min is not None or config.valid_max is not None:
+        np.clip(radiance, config.valid_min, config.valid_max, out=radiance)
+    _swap_last_axes(radiance.reshape(1, channels, rows * cols), out.reshape(1, rows * cols, channels))
+    h, w = p.extent
+    out[h:] = fill
+    out[:h, w:] = fill
+    if p.mask is not None:
+        np.copyto(out[:h, :w], fill, where=~(p.mask[..., None] if p.mask.ndim == 2 else p.mask.transpose(1, 2, 0)))
 
 
 def _apply_residual(radiance: np.ndarray, xhat: np.ndarray, p: payload.Payload, config: CodecConfig, where: str) -> None:

@@ -120,12 +120,13 @@ def _output(shape: tuple[int, ...], out: np.ndarray | None) -> np.ndarray:
 
 
 def normalize(radiance: np.ndarray, mu: np.ndarray, sigma: np.ndarray, axis: int = -1,
-              out: np.ndarray | None = None) -> np.ndarray:
+              out: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
     """Radiance (any shape, channels on ``axis``) -> normalized float32 of the same shape.
 
-    ``x = clip((log(max(L, 1)) - mu) / sigma, -10, 10)``; invalid values give 0. ``out``, if given, is a float32
-    array of the same shape that receives the result (it may be a strided view, for example a transposed view of a
-    channels-first buffer) and is returned.
+    ``x = clip((log(max(L, 1)) - mu) / sigma, -10, 10)``; invalid values give 0: those outside ``valid`` (bool of
+    the same shape, a caller's stricter test) when given, else those :func:`is_valid` rejects. ``out``, if given, is
+    a float32 array of the same shape that receives the result (it may be a strided view, for example a transposed
+    view of a channels-first buffer) and is returned.
     """
     radiance = np.asarray(radiance)
     mu, sigma = _check(radiance, mu, sigma, axis)
@@ -135,9 +136,11 @@ def normalize(radiance: np.ndarray, mu: np.ndarray, sigma: np.ndarray, axis: int
     x -= mu
     x *= np.float32(1.0) / sigma
     np.clip(x, -CLIP, CLIP, out=x)
-    all_valid = radiance.size == 0 or (radiance.min() > -INVALID_ABOVE and radiance.max() < INVALID_ABOVE)
-    if not all_valid:
-        x[~is_valid(radiance)] = 0.0
+    if valid is not None:
+        if not valid.all():
+            np.copyto(x, np.float32(0.0), where=~valid)
+    elif radiance.size and not (radiance.min() > -INVALID_ABOVE and radiance.max() < INVALID_ABOVE):
+        np.copyto(x, np.float32(0.0), where=~is_valid(radiance))
     return x
 
 

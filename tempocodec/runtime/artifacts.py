@@ -308,7 +308,7 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
     """CPUs this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
@@ -337,7 +337,7 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
                 raise TempocodecError(f"{path}: sha256 differs from the manifest (file changed or corrupt)")
             _check_self_contained(data, path)
             options = ort.SessionOptions()
-            options.intra_op_num_threads = _cpu_count()
+            options.intra_op_num_threads = cpu_count()
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             try:
