@@ -1,6 +1,7 @@
 """Tests for tempocodec.runtime.store and the compress / decompress / info commands, on small simulated granules."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from click.testing import CliRunner
 from helpers_cli import assert_one_line_error, run_cli
 from tiny_model import model_variant
 
 import tempocodec.runtime.store as store_module
+from tempocodec.cli import main
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import read_l1b, write_l1b
 from tempocodec.runtime.artifacts import MODELS_ENV
@@ -368,3 +371,11 @@ def test_band_that_is_not_a_group_is_a_damaged_store(tmp_path):
     root.create_array(UV, shape=(2,), dtype="f4")
     with pytest.raises(TempocodecError, match=rf"^{path}: damaged store: {UV} is not a zarr group$"):
         store_info(path)
+
+
+def test_the_compress_progress_bar_counts_mirror_steps_of_each_band(both_bands, tiny_models, tmp_path):
+    result = CliRunner().invoke(main, ["compress", str(both_bands), str(tmp_path / "bar.zarr"), "--model", MODEL,
+                                       "--band", "all"])
+    assert result.exit_code == 0, result.output
+    for band in ("band_290_490_nm", "band_540_740_nm"):
+        assert re.search(rf"{band} \(mirror steps\).*40/40", result.stderr), result.stderr

@@ -41,7 +41,7 @@ from tempocodec.granule.l1b import RADIANCE_DIMS, RADIANCE_FILL, L1BGranule, ope
 from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.granule.remote import GranuleSource, local_granule
 from tempocodec.prepare.tiles import TILE
-from tempocodec.progress import dask_progress
+from tempocodec.progress import dask_progress, progress_bar
 from tempocodec.runtime import integrity, provenance
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.runtime.auxcodecs import (
@@ -251,9 +251,10 @@ def _write_band(
         fit = feature_fit(ds, band, model.downsample)  # DOAS slant columns per latent cell, for the probes
     observers = () if fit is None else (Sink(("radiance",), lambda rows, blocks: fit.add(blocks["radiance"])),)
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
-    with dask_progress(f"{band}", enabled=progress), quiet_codecs():
+    with progress_bar(enabled=progress) as bar, quiet_codecs():
+        task = bar.add_task(f"{band} (mirror steps)", total=ds.sizes["mirror_step"])
         write_group(ds, tmp, band, encoding, zarr_format, chunks, column=SHARD_XTRACK, stripes=stripes, coders=coders,
-                    observers=observers)
+                    observers=observers, progress=lambda steps: bar.advance(task, steps))
     if fit is not None:
         write_features(tmp, band, fit, zarr_format)
     return entry

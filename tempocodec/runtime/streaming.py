@@ -104,9 +104,10 @@ class Stripes:
         return kept if kept is not None else materialise(self.arrays[name][rows])
 
 
-def stream(stripes: Stripes, sinks: list[Sink]) -> None:
+def stream(stripes: Stripes, sinks: list[Sink], progress: Callable[[float], None] | None = None) -> None:
     """Feed every stripe of ``stripes`` to ``sinks`` (in list order within a stripe), reading in a background thread
-    so that the next array's stripe is read while the current one is coded.
+    so that the next array's stripe is read while the current one is coded. ``progress(steps)`` is told the mirror
+    steps of each stripe once all its sinks ran (for a progress bar).
 
     Reading and coding overlap (netCDF reads hold the HDF5 lock, so only this thread reads); memory stays bounded:
     a block is dropped once the last sink of its stripe that needs it has run, and at most one block more than the
@@ -136,6 +137,8 @@ def stream(stripes: Stripes, sinks: list[Sink]) -> None:
     try:
         for rows in _stripe_rows(stripes.steps):
             _code_stripe(rows, order, steps, ready, slots)
+            if progress is not None:
+                progress(rows.stop - rows.start)
     finally:
         stop.set()
         slots.release(len(order) + 1)  # wakes a reader waiting for a slot, which then stops
@@ -187,14 +190,15 @@ def _code_stripe(rows: slice, order: list[str], steps: list[Step], ready: queue.
 
 def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict], zarr_format: Literal[2, 3],
                 chunks: dict[str, int], column: int, *, stripes: Stripes | None = None,
-                coders: dict[str, Coder] | None = None, observers: tuple[Sink, ...] = ()) -> None:
+                coders: dict[str, Coder] | None = None, observers: tuple[Sink, ...] = (),
+                progress: Callable[[float], None] | None = None) -> None:
     """Write ``ds`` as the new group ``group`` of the store at ``path`` with the per-variable ``encoding``.
 
     Variables other than the spectral ones are chunked by ``chunks`` (dim -> size) and written in one call; the
     spectral arrays are then created by xarray (metadata only) and filled in one :func:`stream` over ``stripes``
     (default: the spectral variables of ``ds``), ``column`` pixels across at a time (a multiple of their chunks
     across: a whole number of shards or chunks), except those named in ``coders``, whose sinks fill their own
-    array. ``observers`` also see the stripes (the product features).
+    array. ``observers`` also see the stripes (the product features); ``progress`` as for :func:`stream`.
     """
     spectral = [str(name) for name, var in ds.data_vars.items() if var.dims == RADIANCE_DIMS]
     rest = ds.drop_vars(spectral)
@@ -215,7 +219,7 @@ def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict
             sinks.append(stripe_writer(name, target, fill, column))
         if name == "radiance":
             sinks += observers
-    stream(stripes or Stripes({name: ds[name].data for name in spectral}), sinks)
+    stream(stripes or Stripes({name: ds[name].data for name in spectral}), sinks, progress)
 
 
 def stripe_writer(name: str, target: zarr.Array, fill: Any, cols: int) -> Sink:
