@@ -56,6 +56,7 @@ from tempocodec.codec.residual_fit import Sample, fit_residual, latent_step, sam
 from tempocodec.defaults import RELATIVE_LATENT_STEP
 from tempocodec.prepare.tiles import TILE, pixel_mask
 from tempocodec.runtime.artifacts import load_model, resolve_model
+from tempocodec.runtime.radiance_coding import SAMPLE_CHUNKS
 from tempocodec.science.doas import doas_setup, fit_doas
 
 BAND = "band_290_490_nm"
@@ -101,12 +102,11 @@ def untile(tiles: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def store_sample(granule: Granule, tiles: np.ndarray, noise: np.ndarray) -> Sample:
-    """The chunks ``compress`` fits on (:func:`tempocodec.runtime.store._fit_band_residual`'s choice)."""
-    s, x, _ = granule.radiance.shape
-    cols = -(-x // TILE)
-    picks = [(r // TILE) * cols + c // TILE for r in sample_starts(s, TILE) for c in sample_starts(x, TILE)]
-    covered = sum(granule.radiance[r:r + TILE, c:c + TILE].nbytes for r in sample_starts(s, TILE) for c in sample_starts(x, TILE))
-    return Sample(tiles[picks], noise[picks], FILL, covered)
+    """The chunks ``compress`` fits on (:func:`tempocodec.runtime.radiance_coding._band_sample`'s choice: chunks
+    spread across the first stripe)."""
+    starts = sample_starts(granule.radiance.shape[1], TILE, SAMPLE_CHUNKS)
+    covered = sum(granule.radiance[:TILE, c:c + TILE].nbytes for c in starts)
+    return Sample(tiles[[c // TILE for c in starts]], noise[[c // TILE for c in starts]], FILL, covered)
 
 
 # --------------------------------------------------------------------------------------------------- methods
