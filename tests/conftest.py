@@ -12,4 +12,5 @@ def file_hash_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(filehash.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
         patch.setattr(filehash, "_records", None)
+        patch.setattr(filehash, "_unsaved", set())
         yield

@@ -31,7 +31,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 def _new_process(monkeypatch) -> None:
     """Forget what this process verified (the records read and load_model's cache), as a new process would."""
     monkeypatch.setattr(filehash, "_records", None)
-    filehash._unsaved.clear()
+    monkeypatch.setattr(filehash, "_unsaved", set())
     artifacts._load_model.cache_clear()
 
 

@@ -1,11 +1,11 @@
 """sha256 checks of model files that a later process need not repeat: a record of each file hashed, by file stat.
 
 A file is checked against the sha256 its manifest gives. After a successful hash, the file's stat (size, modification
-and status-change times in ns, inode, device) is recorded with that sha256, in memory and in
-:func:`cache_file`; a later check of a file whose stat equals its record trusts the record instead of hashing.
-Writing a file changes its modification and status-change times (the status-change time cannot be set back from
-user space), so a changed file is hashed again. A file changed less than :data:`RACY_NS` before it was hashed is not
-recorded: a second write within the same timestamp tick could leave its stat unchanged.
+and status-change times in ns, inode, device) is recorded with that sha256, in memory and in :func:`cache_file`; a
+later check of a file whose stat equals its record trusts the record instead of hashing. Writing a file changes its
+modification and status-change times, and the status-change time cannot be set back from user space (POSIX, where
+``st_ctime`` is that time), so a changed file is hashed again. A file changed less than :data:`RACY_NS` before it was
+hashed is not recorded: a second write within the same timestamp tick could leave its stat unchanged.
 
 The record is a cache: a missing, corrupt or unwritable cache file only means hashing again, never an error. It is
 as trusted as the user's other files (whoever can write it could also edit the user's configuration).
