@@ -97,7 +97,6 @@ def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype:
     """Compress the TEMPO L1B GRANULE into the Zarr store OUT (latent only unless --error-bound or --ratio); with
     several granules (paths, globs, directories), each into OUT/<name>.zarr. A granule may be an fsspec URL
     (file://, s3://, ...)."""
-    from tempocodec.runtime.batch import compress_granules
     from tempocodec.runtime.store import compress_granule
 
     inputs, out = split_out(paths, "GRANULE")
@@ -110,6 +109,8 @@ def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype:
         if not quiet:
             _print_summary(summary)
         return
+    from tempocodec.runtime.batch import compress_granules
+
     started = time.perf_counter()
     report = run_batch(lambda client: compress_granules(inputs, out, client=client, workers=workers or 1,
                                                         progress=not quiet, **options), scheduler)
@@ -220,7 +221,6 @@ def _mode_line(entry: dict[str, Any]) -> str:
 
 def _card_headline(name: str, sha256: str) -> str:
     """The ``Headline:`` line of a model's card, or why there is none (the model is not installed here, ...)."""
-    from tempocodec.errors import TempocodecError
     from tempocodec.runtime.artifacts import find_model
 
     try:
@@ -428,7 +428,6 @@ def train_probes_command(data_dir: Path, model: str, heldout_dir: Path | None, n
 def query_command(stores: tuple[str, ...], products: str, output: str | None, kind: str, band: str, model: str | None,
                   overwrite: bool, workers: int | None, scheduler: str | None, quiet: bool) -> None:
     """Level-2 products of STORE from its latents on the latent grid, without decompressing (the decoder never runs)."""
-    from tempocodec.runtime.batch import query_stores
     from tempocodec.runtime.query import query_store, summary_table, write_products
 
     group = band_group(band)
@@ -442,6 +441,8 @@ def query_command(stores: tuple[str, ...], products: str, output: str | None, ki
             click.echo(f"wrote {', '.join(map(str, ds.data_vars))} on the {ds.sizes['latent_row']}×"
                        f"{ds.sizes['latent_col']} latent grid to {output}")
         return
+    from tempocodec.runtime.batch import query_stores
+
     started = time.perf_counter()
     report = run_batch(lambda client: query_stores(stores, products, group, out_dir=output, client=client,
                                                    workers=workers or 1, progress=not quiet, overwrite=overwrite,

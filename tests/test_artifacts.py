@@ -11,9 +11,11 @@ from tiny_model import SMALL_CHANNELS, model_variant
 
 import tempocodec
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime import artifacts
 from tempocodec.runtime.artifacts import (
     load_model,
     models_dir,
+    providers,
     record_files,
     resolve_model,
     session,
@@ -129,3 +131,41 @@ def test_recorded_files_keep_the_identity_and_are_verified(tiny_models, tmp_path
         load_model(tampered)
     with pytest.raises(TempocodecError, match="coding files"):
         record_files(model, ["decoder.onnx"])
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    (None, ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("CPUExecutionProvider", ["CPUExecutionProvider"]),
+    (" CPUExecutionProvider , CUDAExecutionProvider", ["CPUExecutionProvider", "CUDAExecutionProvider"]),
+    ("", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+])
+def test_providers_prefer_cuda_unless_the_environment_chooses(monkeypatch, env, expected):
+    monkeypatch.setattr(artifacts.ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider", "CUDAExecutionProvider"])
+    if env is None:
+        monkeypatch.delenv(artifacts.PROVIDERS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(artifacts.PROVIDERS_ENV, env)
+    assert providers() == expected
+
+
+def test_an_unknown_provider_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(artifacts.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setenv(artifacts.PROVIDERS_ENV, "CUDAExecutionProvider,CPUExecutionProvider")
+    with pytest.raises(TempocodecError, match=r"^TEMPOCODEC_PROVIDERS='CUDA.*': CUDAExecutionProvider not in this "
+                                              r"onnxruntime build \(available: CPUExecutionProvider\)$"):
+        providers()
+
+
+def test_sessions_are_made_with_the_chosen_providers(tiny_models, tmp_path, monkeypatch):
+    asked = []
+    real = artifacts.ort.InferenceSession
+
+    def recording(data, sess_options, providers):
+        asked.append(providers)
+        return real(data, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(artifacts.ort, "get_available_providers", lambda: ["CPUExecutionProvider", "CUDAExecutionProvider"])
+    monkeypatch.setattr(artifacts.ort, "InferenceSession", recording)
+    session(model_variant(tiny_models.small, tmp_path / "tiny", shift=0.93), "encoder")
+    assert asked == [["CUDAExecutionProvider", "CPUExecutionProvider"]]

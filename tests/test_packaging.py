@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers_cli import NEVER_FOR_SHORT_COMMANDS, loaded, modules_after_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,3 +59,15 @@ def test_only_the_training_package_imports_torch():
     importers = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if _imports_torch(p)}
     assert "training/vae.py" in importers  # the check sees the imports it is meant to see
     assert sorted(p for p in importers if not p.startswith("training/")) == []
+
+
+def test_the_cli_module_and_help_import_no_data_library():
+    modules = modules_after_cli(["--help"], ["query", "--help"])
+    assert loaded(modules, (*NEVER_FOR_SHORT_COMMANDS, "dask", "xarray", "zarr", "onnxruntime", "scipy", "numpy",
+                            "rich")) == []
+
+
+def test_info_imports_no_plotting_training_or_cluster_library():
+    store = next((ROOT / "tests" / "fixture" / "stores").glob("*/v3.zarr"))
+    modules = modules_after_cli(["info", str(store)], ["info", "--json", str(store)])
+    assert "zarr" in modules and loaded(modules, (*NEVER_FOR_SHORT_COMMANDS, "dask.array", "scipy")) == []

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
+from helpers_cli import NEVER_FOR_SHORT_COMMANDS, assert_one_line_error, loaded, modules_after_cli
 
 from tempocodec.cli import main
 from tempocodec.codec import kernel
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime import artifacts
 from tempocodec.runtime.artifacts import load_model
 from tempocodec.runtime.probes import PRODUCTS, latent_grid, load_probes
 from tempocodec.runtime.query import query_store, write_products
@@ -101,6 +103,38 @@ def test_query_runs_without_a_decoder(probed_model, probe_store, tmp_path):
     expected = query_store(probe_store, model=probed_model.path)
     with xr.open_dataset(out, group="product") as product:
         np.testing.assert_array_equal(product["hcho"].values, expected["hcho"].values)
+
+
+def test_query_creates_sessions_for_its_probes_only(probed_model, probe_store):
+    art = load_model(probed_model.path)
+    made = []
+    real = artifacts.ort.InferenceSession
+
+    def recording(data, **kwargs):
+        made.append(data)
+        return real(data, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(artifacts, "_sessions", {})  # as in a new process
+        patch.setattr(artifacts.ort, "InferenceSession", recording)
+        query_store(probe_store, "cloud_fraction,ozone", kind="linear", model=probed_model.path)
+    graphs = {(art.path / f"{name}.onnx").read_bytes(): name for name in ("encoder", "decoder")}
+    graphs |= {(art.path / name).read_bytes(): name.removesuffix(".onnx") for name in art.files if "probes/" in name}
+    assert sorted(graphs[data] for data in made) == ["probes/cloud_fraction_linear", "probes/ozone_linear"]
+
+
+def test_query_imports_no_plotting_training_or_cluster_library(probed_model, probe_store, tmp_path):
+    modules = modules_after_cli(["query", str(probe_store), "--product", "cloud_fraction", "-o", str(tmp_path / "q.nc"),
+                                 "--model", str(probed_model.path)])
+    assert "onnxruntime" in modules and loaded(modules, NEVER_FOR_SHORT_COMMANDS) == []
+    assert (tmp_path / "q.nc").is_file()
+
+
+def test_an_unknown_provider_is_a_one_line_error(probed_model, probe_store, monkeypatch):
+    monkeypatch.setattr(artifacts, "_sessions", {})  # sessions made by earlier tests would answer without a provider
+    monkeypatch.setenv(artifacts.PROVIDERS_ENV, "NoSuchExecutionProvider")
+    result = CliRunner().invoke(main, ["query", str(probe_store), "--model", str(probed_model.path)])
+    assert_one_line_error(result, "TEMPOCODEC_PROVIDERS='NoSuchExecutionProvider'", "not in this onnxruntime build")
 
 
 def test_one_line_errors(probed_model, probe_store, tiny_models, tmp_path):

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 from tempocodec.codec import kernel, payload
 from tempocodec.codec.config import CodecConfig
@@ -104,6 +103,8 @@ def fit_noise(radiance: np.ndarray, noise: np.ndarray) -> NoiseModel:
 def fit_basis(x: np.ndarray, xhat: np.ndarray, weights: np.ndarray, n_pc: int) -> np.ndarray:
     """The ``n_pc`` leading principal directions float32 ``(n_pc, C)`` of the whitened residual ``(x − xhat) / weights``
     (``x``, ``xhat`` ``(M, C)`` normalized log radiance, NaN where unusable)."""
+    import scipy.linalg  # here: info imports this module (store) and fits nothing
+
     d = np.nan_to_num((x - xhat) / weights, nan=0.0).astype(np.float64)
     c = d.shape[1]
     _, vectors = scipy.linalg.eigh(d.T @ d, subset_by_index=[c - n_pc, c - 1])

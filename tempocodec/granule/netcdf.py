@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import netCDF4
 import numpy as np
 import xarray as xr
@@ -269,6 +269,8 @@ def read_group(
                 _note(skipped, where)
                 continue
             variables[name] = (dims, tuple(var.shape), dtype, _attrs(var, where, skipped))
+    import dask.array as da  # here: info reads no granule and needs no dask.array
+
     out: dict[str, xr.Variable] = {}
     for name, (dims, shape, dtype, var_attrs) in variables.items():
         if len(dims) >= 2:
@@ -555,7 +557,7 @@ def _set_attrs(
 def _step_blocks(data: Any, n: int, step_bytes: int) -> Iterator[slice]:
     """Slices along the first axis of about :data:`BLOCK_BYTES` each, on dask chunk boundaries for dask arrays."""
     target = max(1, BLOCK_BYTES // max(1, step_bytes))
-    if isinstance(data, da.Array):
+    if _is_dask(data):
         start = stop = 0
         for size in data.chunks[0]:
             if stop > start and stop + size - start > target:
@@ -586,11 +588,17 @@ def materialise(data: Any) -> np.ndarray:
     """``data`` as one numpy array; a dask array is computed chunk by chunk into a buffer of its size, so its chunks
     and their concatenation are never all held at once. Always on local threads: under a ``dask.distributed``
     default client the workers would fill copies of the buffer, and this one would stay uninitialised."""
-    if not isinstance(data, da.Array):
+    if not _is_dask(data):
         return np.asarray(data)
     out = np.empty(data.shape, data.dtype)
-    da.store(data, out, lock=False, scheduler="threads")
+    sys.modules["dask.array"].store(data, out, lock=False, scheduler="threads")
     return out
+
+
+def _is_dask(data: Any) -> bool:
+    """Whether ``data`` is a dask array (there is none while dask.array is not imported, and this does not import it)."""
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(data, da.Array)
 
 
 def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: np.dtype, where: str) -> None:

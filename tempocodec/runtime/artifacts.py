@@ -9,7 +9,9 @@ model the user chose (a ``--model`` option, a Python argument) may be given as a
 A model loaded from such a path serves the stores that name it by name and sha256 for the rest of the process.
 
 :func:`load_model` reads and verifies a directory once per process; :func:`session` opens one ONNX graph of it, once
-per process per (model sha256, graph, graph sha256), and refuses graphs with external data.
+per process per (model sha256, graph, graph sha256), and refuses graphs with external data. A file is hashed once
+and then recorded by its stat (:mod:`tempocodec.runtime.filehash`), so later checks, in this process or the next,
+hash only the files that changed since. Sessions run on :func:`providers`.
 
 A model's identity, the manifest's ``sha256`` that stores record and check, covers only the coding files
 (:data:`CODING_FILES`); the manifest's ``files`` lists every file with its own sha256 for integrity checks, so files
@@ -18,7 +20,6 @@ added later (probes, a rewritten model card: :func:`record_files`) leave the ide
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -34,10 +35,14 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.errors import TempocodecError
+from tempocodec.runtime import filehash
+from tempocodec.runtime.filehash import digest as sha256_bytes
 from tempocodec.runtime.onnx_wire import external_tensors
 
 MODEL_FORMAT = "tempocodec-model/1"
 MODELS_ENV = "TEMPOCODEC_MODELS"
+PROVIDERS_ENV = "TEMPOCODEC_PROVIDERS"
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.InvalidArgument,
                ort_state.NoSuchFile, ort_state.NotImplemented, ort_state.RuntimeException)
@@ -134,11 +139,6 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     raise _not_found(text)
 
 
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def combined_sha256(files: dict[str, str]) -> str:
     """Hex sha256 of the sorted ``"name:sha"`` lines of ``files`` joined with newlines."""
     text = "\n".join(f"{name}:{files[name]}" for name in sorted(files))
@@ -214,8 +214,9 @@ class ModelArtifacts:
 def load_model(model_dir: str | os.PathLike) -> ModelArtifacts:
     """Read and verify the model directory ``model_dir`` (cached per process and manifest modification time).
 
-    Every file the manifest lists is checked against its sha256, except ONNX graphs that are absent: those fail only
-    when :func:`session` is asked for them. The graphs present are hashed again when their session is created.
+    Every file the manifest lists is checked against its sha256 (:func:`tempocodec.runtime.filehash.check_file`: not
+    hashed again while its stat matches the record of an earlier hash), except ONNX graphs that are absent: those fail
+    only when :func:`session` is asked for them.
     """
     path = Path(model_dir).resolve()
     manifest = path / "manifest.json"
@@ -269,8 +270,8 @@ def _load_model(path: Path, stamp: int) -> ModelArtifacts:
             continue
         if not file.is_file():
             raise TempocodecError(f"{file}: missing (listed in {manifest_path})")
-        if sha256_bytes(file.read_bytes()) != digest:
-            raise TempocodecError(f"{file}: sha256 differs from the manifest (file changed or corrupt)")
+        filehash.check_file(file, digest)
+    filehash.save()
     mu, sigma = _read_stats(path / "normalization.npz", int(manifest["n_channels"]))
     return ModelArtifacts(
         path=path,
@@ -303,9 +304,16 @@ def _read_stats(path: Path, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def providers() -> list[str]:
-    """ONNX Runtime execution providers to use: CUDA first when this onnxruntime build has it, then CPU."""
+    """ONNX Runtime execution providers every session uses, in order of preference: those of ``TEMPOCODEC_PROVIDERS``
+    (comma-separated, e.g. ``CPUExecutionProvider``) when it is set, else CUDA first when this onnxruntime build has
+    it, then CPU. Raise naming a requested provider that this build lacks."""
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    requested = [p.strip() for p in os.environ.get(PROVIDERS_ENV, "").split(",") if p.strip()]
+    unknown = [p for p in requested if p not in available]
+    if unknown:
+        raise TempocodecError(f"{PROVIDERS_ENV}={os.environ[PROVIDERS_ENV]!r}: {', '.join(unknown)} not in this "
+                              f"onnxruntime build (available: {', '.join(available)})")
+    return requested or [p for p in PREFERRED_PROVIDERS if p in available]
 
 
 def cpu_count() -> int:
@@ -321,8 +329,9 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
 
     ``model`` is loaded artifacts or a model directory. Sessions are created lazily under a lock and cached per process
     per (model sha256, which, the graph's manifest sha256); they are safe to call from several threads. The graph's
-    bytes are checked against the manifest before the session is built from them. Intra-op threads: the CPUs
-    available to the process.
+    bytes are read once and checked against the manifest (hashed unless :func:`load_model` just hashed the unchanged
+    file, or an earlier process did) before the session is built from them. Providers: :func:`providers`; intra-op
+    threads: the CPUs available to the process.
     """
     art = model if isinstance(model, ModelArtifacts) else load_model(model)
     key = (art.sha256, which, art.files.get(f"{which}.onnx", ""))
@@ -332,9 +341,8 @@ def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.Infere
     with _sessions_lock:
         if key not in _sessions:
             path = art.graph_path(which)
-            data = path.read_bytes()
-            if sha256_bytes(data) != art.files[f"{which}.onnx"]:
-                raise TempocodecError(f"{path}: sha256 differs from the manifest (file changed or corrupt)")
+            data = filehash.read_verified(path, art.files[f"{which}.onnx"])
+            filehash.save()
             _check_self_contained(data, path)
             options = ort.SessionOptions()
             options.intra_op_num_threads = cpu_count()

@@ -29,7 +29,6 @@ import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
-from dask.array.core import getter
 
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
@@ -450,6 +449,7 @@ def reading(path: Where, what: str) -> Iterator[None]:
 def _open_group(path: Where, group: str | None) -> xr.Dataset:
     """One group of a store as a lazy Dataset, values raw, every block read through :func:`reading`."""
     where = group or "the root group"
+    from dask.array.core import getter  # here: info opens no lazy group and needs no dask.array
 
     def read_block(array, key, asarray=True, lock=None):  # dask's getter, its faults named (store, array, block)
         with reading(path, f"{_array_path(array) or where} block {_block_name(key)}"):

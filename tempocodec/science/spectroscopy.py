@@ -19,7 +19,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from tempocodec.bands import N_CHANNELS
 from tempocodec.errors import TempocodecError
@@ -100,6 +99,8 @@ def slit_convolve(values: np.ndarray, step_nm: float, fwhm_nm: float = SLIT_FWHM
     ``values``: ``(..., n)`` with wavelength last; returns float64 of the same shape (edges extended with the
     nearest value, so keep a margin of ~3 FWHM beyond the range you use).
     """
+    from scipy.ndimage import gaussian_filter1d  # here: info imports this module (store -> features) and fits nothing
+
     sigma = fwhm_nm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / step_nm
     return gaussian_filter1d(np.asarray(values, dtype=np.float64), sigma, axis=-1, mode="nearest", truncate=5.0)
 
