@@ -256,7 +256,9 @@ L1B_LAYOUT = NetCDFLayout(
 )
 
 
-def write_l1b(path: str | os.PathLike, granule: L1BGranule, *, replace: Replaceable | None = NETCDF_FILE) -> None:
+def write_l1b(
+    path: str | os.PathLike, granule: L1BGranule, *, replace: Replaceable | None = NETCDF_FILE, deflate: int | None = None
+) -> None:
     """Write ``granule`` as an L1B file in the real layout (see the module docstring and ``docs/format-tempo.md``).
 
     Attributes of ``granule.root`` are merged under ``granule.attrs`` as global attributes. A band without an
@@ -265,7 +267,8 @@ def write_l1b(path: str | os.PathLike, granule: L1BGranule, *, replace: Replacea
     Known variables get the real fills, units and flags when the Dataset gives none. Raises
     :class:`TempocodecError` (naming ``path``) for a granule the reader would refuse; an existing ``path`` is
     replaced only as ``replace`` allows (see :func:`~tempocodec.granule.netcdf_write.write_netcdf`) and only once the
-    new file is complete.
+    new file is complete. ``deflate``: the deflate level (+ shuffle) of the 2-D and larger variables, 0..9; None
+    gives the real files' level 1.
     """
     path = Path(path)
     unknown = [b for b in granule.bands if b not in BANDS]
@@ -287,4 +290,4 @@ def write_l1b(path: str | os.PathLike, granule: L1BGranule, *, replace: Replacea
     attrs = {**granule.root.attrs, **granule.attrs}
     root = granule.root.copy()
     root.attrs = {}
-    write_netcdf(path, L1B_LAYOUT, attrs, root, {**bands, **granule.other_groups}, replace=replace)
+    write_netcdf(path, L1B_LAYOUT, attrs, root, {**bands, **granule.other_groups}, replace=replace, deflate=deflate)

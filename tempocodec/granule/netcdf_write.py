@@ -1,4 +1,11 @@
-"""The netCDF-4 writer of the TEMPO products: Datasets in a product's :class:`NetCDFLayout`, atomic and streamed."""
+"""The netCDF-4 writer of the TEMPO products: Datasets in a product's :class:`NetCDFLayout`, atomic and streamed.
+
+Variables of two or more dimensions are deflated (level 1 + shuffle by default, as in the original TEMPO files; any
+level 0..9, 0 leaving them uncompressed and contiguous); those of three or more dimensions led by ``mirror_step``
+are chunked one mirror step at a time, and their chunks are deflated on every CPU and written with h5py
+(:mod:`tempocodec.granule.h5chunks`) after netCDF4 has defined them and closed the file, since netCDF4 deflates
+one chunk at a time in one thread under the HDF5 lock.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask.array as da
 import netCDF4
@@ -18,6 +25,9 @@ from tempocodec.errors import TempocodecError
 from tempocodec.granule.netcdf import NETCDF_FILE, TEMPO_EPOCH, VarSpec, hdf5_lock, materialise, one_line
 
 BLOCK_BYTES = 64 * 2**20
+DEFAULT_DEFLATE = 1
+"""The deflate level of the original TEMPO files (with shuffle)."""
+MAX_DEFLATE = 9
 
 # attributes that name other variables: a default one is written only when those variables are in the group
 _REFERENCE_ATTRS = {"bounds": 1, "coordinates": 2, "ancillary_variables": 1}
@@ -49,37 +59,59 @@ def write_netcdf(
     groups: Mapping[str, xr.Dataset],
     *,
     replace: Replaceable | None = NETCDF_FILE,
+    deflate: int | None = None,
 ) -> None:
     """Write global ``attrs``, the ``root`` variables and one top-level group per entry of ``groups`` to ``path``.
 
-    Variables with two or more dimensions are deflate-1 + shuffle compressed; those of three or more dimensions
-    led by ``mirror_step`` are chunked one mirror step at a time, ``(1, ...)``. Variables led by ``mirror_step``
-    are streamed in blocks of about :data:`BLOCK_BYTES` that follow the dask chunks, so a dask-backed array is
-    never held whole. The file is written next to ``path`` and moved into place only when complete
-    (:func:`tempocodec.atomic.atomic_file`); an existing ``path`` is replaced only as ``replace`` allows
-    (default: when it is a netCDF-4 file; None: never).
+    Variables with two or more dimensions are compressed with deflate level ``deflate`` + shuffle (None: the
+    original files' :data:`DEFAULT_DEFLATE`; 0: not compressed, and contiguous); when compressed, those of three or
+    more dimensions led by ``mirror_step`` are chunked one mirror step at a time, ``(1, ...)``, and deflated on
+    every CPU (module docstring). Variables led by ``mirror_step`` are streamed in blocks of about
+    :data:`BLOCK_BYTES` that follow the dask chunks, so a dask-backed array is never held whole. The file is
+    written next to ``path`` and moved into place only when complete (:func:`tempocodec.atomic.atomic_file`); an
+    existing ``path`` is replaced only as ``replace`` allows (default: when it is a netCDF-4 file; None: never).
     """
     path = Path(path)
+    level = deflate_level(deflate)
     root, groups = _with_coords(path, layout, root, groups)
     root_dims = _root_dims(path, layout, root, groups)
     with atomic_file(path, replace=replace) as tmp:
         try:
-            _write_file(path, tmp, layout, attrs, root_dims, root, groups)
+            _write_file(path, tmp, layout, attrs, root_dims, root, groups, level)
         except (OSError, RuntimeError) as err:
             raise TempocodecError(f"{path}: cannot write: {one_line(err)}") from None
 
 
+def deflate_level(level: Any) -> int:
+    """The deflate level to write: ``level``, or :data:`DEFAULT_DEFLATE` for None; raise unless an integer 0..9."""
+    if level is None:
+        return DEFAULT_DEFLATE
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, np.integer)) or not 0 <= level <= MAX_DEFLATE:
+        raise TempocodecError(f"deflate level must be an integer from 0 (uncompressed) to {MAX_DEFLATE}, got {level!r}")
+    return int(level)
+
+
+class _Deferred(NamedTuple):
+    """A variable netCDF4 defines but leaves empty, for :func:`_write_chunks`: ``where`` is its path in the file."""
+
+    where: str
+    var: xr.Variable
+    dtype: np.dtype
+
+
 def _write_file(path: Path, tmp: Path, layout: NetCDFLayout, attrs: Mapping[str, Any], root_dims: dict[str, int],
-                root: xr.Dataset, groups: Mapping[str, xr.Dataset]) -> None:
-    """The body of :func:`write_netcdf`: the netCDF-4 file ``tmp`` (``path`` names it in errors)."""
+                root: xr.Dataset, groups: Mapping[str, xr.Dataset], level: int) -> None:
+    """The body of :func:`write_netcdf`: the netCDF-4 file ``tmp`` (``path`` names it in errors), written by netCDF4
+    but for the variables :func:`_by_chunks` picks, filled once netCDF4 has closed the file."""
     with hdf5_lock():
         nc = _create(path, tmp)
+    deferred: list[_Deferred] = []
     try:
         with hdf5_lock():
             _set_attrs(path, nc, attrs, "global attributes")
             for name, size in root_dims.items():
                 nc.createDimension(name, size)
-        _write_group(path, layout, nc, "", root)
+        deferred += _write_group(path, layout, nc, "", root, level)
         for gname, ds in groups.items():
             with hdf5_lock():
                 ncg = nc.createGroup(gname)
@@ -87,10 +119,12 @@ def _write_file(path: Path, tmp: Path, layout: NetCDFLayout, attrs: Mapping[str,
                 for dim, size in ds.sizes.items():
                     if dim not in root_dims:
                         ncg.createDimension(str(dim), size)
-            _write_group(path, layout, ncg, gname, ds)
+            deferred += _write_group(path, layout, ncg, gname, ds, level)
     finally:
         with hdf5_lock():
             nc.close()
+    if deferred:
+        _write_chunks(path, tmp, deferred)
 
 
 def _create(path: Path, tmp: Path) -> netCDF4.Dataset:
@@ -160,15 +194,33 @@ def _root_dims(path: Path, layout: NetCDFLayout, root: xr.Dataset, groups: Mappi
     return {d: sizes[d] for d in ordered}
 
 
-def _write_group(path: Path, layout: NetCDFLayout, nc: netCDF4.Dataset, gname: str, ds: xr.Dataset) -> None:
-    """Create and fill every variable of ``ds`` in ``nc``, in the Dataset's variable order."""
+def _write_group(
+    path: Path, layout: NetCDFLayout, nc: netCDF4.Dataset, gname: str, ds: xr.Dataset, level: int
+) -> list[_Deferred]:
+    """Create every variable of ``ds`` in ``nc``, in the Dataset's variable order, and fill those that
+    :func:`_by_chunks` leaves to netCDF4; return the others."""
+    deferred = []
     for name, var in ds.variables.items():
         where = f"{gname}/{name}" if gname else str(name)
         spec = layout.spec(gname, str(name))
         dtype = target_dtype(path, where, var.dtype, spec)
         with hdf5_lock():
-            ncvar = _create_variable(path, nc, str(name), var, dtype, spec, layout, ds, where)
-        _write_values(path, ncvar, var, dtype, where)
+            ncvar = _create_variable(path, nc, str(name), var, dtype, spec, layout, ds, where, level)
+        if _by_chunks(var, dtype, level):
+            deferred.append(_Deferred(where, var, dtype))
+        else:
+            _write_values(path, ncvar, var, dtype, where)
+    return deferred
+
+
+def _step_chunked(var: xr.Variable, level: int) -> bool:
+    """Whether ``var`` is chunked one mirror step at a time: deflated, three or more dimensions led by mirror_step."""
+    return level > 0 and var.ndim >= 3 and var.dims[0] == "mirror_step"
+
+
+def _by_chunks(var: xr.Variable, dtype: np.dtype, level: int) -> bool:
+    """Whether ``var`` is written chunk by chunk (:func:`_write_chunks`): a step-chunked array of numbers."""
+    return _step_chunked(var, level) and dtype.kind in "biuf"
 
 
 def target_dtype(path: Path, where: str, dtype: np.dtype, spec: VarSpec | None) -> np.dtype:
@@ -224,12 +276,14 @@ def _create_variable(
     layout: NetCDFLayout,
     ds: xr.Dataset,
     where: str,
+    level: int,
 ) -> netCDF4.Variable:
-    """Define one variable with its fill, compression, chunking and attributes (the caller holds the HDF5 lock)."""
+    """Define one variable with its fill, compression (deflate ``level``), chunking and attributes (the caller holds
+    the HDF5 lock)."""
     kwargs: dict[str, Any] = {}
-    if var.ndim >= 2:
-        kwargs.update(compression="zlib", complevel=1, shuffle=True)
-    if var.ndim >= 3 and var.dims[0] == "mirror_step":
+    if level and var.ndim >= 2:
+        kwargs.update(compression="zlib", complevel=level, shuffle=True)
+    if _step_chunked(var, level):
         kwargs["chunksizes"] = (1, *var.shape[1:])
     try:
         ncvar = nc.createVariable(
@@ -308,15 +362,18 @@ def _cast(path: Path, where: str, block: np.ndarray, dtype: np.dtype) -> np.ndar
     return block.astype(dtype)
 
 
-def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: np.dtype, where: str) -> None:
-    """Write the values of ``var``, streaming along a leading ``mirror_step`` in blocks."""
-    data = var.data
+def _blocks(var: xr.Variable, dtype: np.dtype) -> list[slice]:
+    """The blocks ``var`` is written in: :func:`_step_blocks` along a leading ``mirror_step``, else all at once."""
     if var.ndim >= 1 and var.dims[0] == "mirror_step":
         step_bytes = int(np.prod(var.shape[1:], dtype=np.int64)) * max(var.dtype.itemsize, dtype.itemsize)
-        blocks = list(_step_blocks(data, var.shape[0], step_bytes))
-    else:
-        blocks = [slice(None)]
-    for block in blocks:
+        return list(_step_blocks(var.data, var.shape[0], step_bytes))
+    return [slice(None)]
+
+
+def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: np.dtype, where: str) -> None:
+    """Write the values of ``var`` through netCDF4, streaming along a leading ``mirror_step`` in blocks."""
+    data = var.data
+    for block in _blocks(var, dtype):
         values = _cast(path, where, materialise(data[block] if var.ndim else data), dtype)
         with hdf5_lock():
             try:
@@ -326,3 +383,14 @@ def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: 
                     ncvar.assignValue(values)
             except (OSError, RuntimeError, ValueError, TypeError, IndexError) as err:
                 raise TempocodecError(f"{path}: cannot write {where}: {one_line(err)}") from None
+
+
+def _write_chunks(path: Path, tmp: Path, deferred: list[_Deferred]) -> None:
+    """Fill the ``deferred`` variables of ``tmp`` (closed by netCDF4) block by block, each chunk deflated in parallel
+    and written with h5py (:class:`~tempocodec.granule.h5chunks.ChunkWriter`)."""
+    from tempocodec.granule.h5chunks import ChunkWriter  # here: h5py is loaded only by a writer that needs it
+
+    with ChunkWriter(tmp) as out:
+        for where, var, dtype in deferred:
+            for block in _blocks(var, dtype):
+                out.write(f"/{where}", block.start, _cast(path, where, materialise(var.data[block]), dtype))
