@@ -120,24 +120,31 @@ def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="STORE... OUT")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a netCDF-4 file (never anything else).")
+@click.option("--deflate", type=int, default=None, metavar="LEVEL",
+              help="Deflate level 0-9 (+ shuffle) of the 2-D and larger variables; 0: uncompressed, fastest "
+              "[default: 1, as in the original TEMPO files].")
 @WORKERS
 @SCHEDULER
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def decompress(paths: tuple[str, ...], overwrite: bool, workers: int | None, scheduler: str | None, quiet: bool) -> None:
+def decompress(paths: tuple[str, ...], overwrite: bool, deflate: int | None, workers: int | None, scheduler: str | None,
+               quiet: bool) -> None:
     """Write the granule in STORE as a TEMPO-layout L1B netCDF file OUT; with several stores (paths, globs,
     directories of *.zarr), each into OUT/<name>.nc. A store may be an fsspec URL or a zip file."""
+    from tempocodec.granule.netcdf_write import deflate_level
     from tempocodec.runtime.batch import decompress_stores
     from tempocodec.runtime.store import decompress_store
 
+    deflate_level(deflate)  # refused before any store is opened
     inputs, out = split_out(paths, "STORE")
     if not is_batch(inputs, workers, scheduler):
-        written = decompress_store(inputs[0], out, overwrite=overwrite, progress=not quiet)
+        written = decompress_store(inputs[0], out, overwrite=overwrite, progress=not quiet, deflate=deflate)
         if not quiet:
             click.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
         return
     started = time.perf_counter()
     report = run_batch(lambda client: decompress_stores(inputs, out, client=client, workers=workers or 1,
-                                                        progress=not quiet, overwrite=overwrite), scheduler)
+                                                        progress=not quiet, overwrite=overwrite, deflate=deflate),
+                       scheduler)
     finish_batch(report, "decompressed", out, started, quiet)
 
 

@@ -13,7 +13,7 @@ import xarray as xr
 from helpers_netcdf import assert_one_line_error, assert_same_attrs, assert_same_dataset
 
 from tempocodec.errors import TempocodecError
-from tempocodec.granule import netcdf
+from tempocodec.granule import netcdf, netcdf_write
 from tempocodec.granule.l1b import (
     BANDS,
     GEO_FILL,
@@ -293,7 +293,7 @@ class _Recorder:
 
 
 def test_write_streams_dask_radiance_chunk_by_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(netcdf, "BLOCK_BYTES", NX * N_CHANNELS * 4)  # one mirror step per block at most
+    monkeypatch.setattr(netcdf_write, "BLOCK_BYTES", NX * N_CHANNELS * 4)  # one mirror step per block at most
     given = make_granule()
     band = given.bands[BANDS[0]]
     rec = _Recorder(band["radiance"].values)

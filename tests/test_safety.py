@@ -15,7 +15,7 @@ import pytest
 import xarray as xr
 from helpers_cli import assert_one_line_error, run_cli
 
-import tempocodec.granule.netcdf as netcdf_module
+import tempocodec.granule.netcdf_write as netcdf_module
 import tempocodec.runtime.store as store_module
 from tempocodec.atomic import ANY_FILE, Replaceable, atomic_dir, atomic_file
 from tempocodec.errors import TempocodecError

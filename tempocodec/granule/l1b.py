@@ -5,8 +5,8 @@ The layout follows ``docs/format-tempo.md``: netCDF-4/HDF5, root dimensions ``mi
 ``spectral_channel`` dimensions; ``radiance`` float32 ``(mirror_step, xtrack, spectral_channel)`` in
 photons/s/cm^2/nm/sr with fill ``-9.96921e36``.
 
-Values are kept *raw* (see :mod:`tempocodec.granule.netcdf`, which does the reading and writing), so a file read
-and written again is bitwise the same.
+Values are kept *raw* (see :mod:`tempocodec.granule.netcdf` and :mod:`~tempocodec.granule.netcdf_write`, which
+read and write them), so a file read and written again is bitwise the same.
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ from tempocodec.granule.netcdf import (
     INT32_FILL,
     NETCDF_FILE,
     TIME_UNITS,
-    NetCDFLayout,
     NetCDFSource,
     VarSpec,
     hdf5_lock,
     one_line,
     plain_dtype,
     read_group,
-    target_dtype,
     var_spec,
-    write_netcdf,
 )
+from tempocodec.granule.netcdf_write import NetCDFLayout, target_dtype, write_netcdf
 from tempocodec.prepare.normalize import RADIANCE_FILL
 
 RADIANCE_DIMS = ("mirror_step", "xtrack", "spectral_channel")
@@ -258,7 +256,9 @@ L1B_LAYOUT = NetCDFLayout(
 )
 
 
-def write_l1b(path: str | os.PathLike, granule: L1BGranule, *, replace: Replaceable | None = NETCDF_FILE) -> None:
+def write_l1b(
+    path: str | os.PathLike, granule: L1BGranule, *, replace: Replaceable | None = NETCDF_FILE, deflate: int | None = None
+) -> None:
     """Write ``granule`` as an L1B file in the real layout (see the module docstring and ``docs/format-tempo.md``).
 
     Attributes of ``granule.root`` are merged under ``granule.attrs`` as global attributes. A band without an
@@ -266,8 +266,9 @@ def write_l1b(path: str | os.PathLike, granule: L1BGranule, *, replace: Replacea
     dummy variable of the real files), and a root without ``mirror_step`` takes it from a band or ``0..n-1``.
     Known variables get the real fills, units and flags when the Dataset gives none. Raises
     :class:`TempocodecError` (naming ``path``) for a granule the reader would refuse; an existing ``path`` is
-    replaced only as ``replace`` allows (see :func:`~tempocodec.granule.netcdf.write_netcdf`) and only once the new
-    file is complete.
+    replaced only as ``replace`` allows (see :func:`~tempocodec.granule.netcdf_write.write_netcdf`) and only once the
+    new file is complete. ``deflate``: the deflate level (+ shuffle) of the 2-D and larger variables, 0..9; None
+    gives the real files' level 1.
     """
     path = Path(path)
     unknown = [b for b in granule.bands if b not in BANDS]
@@ -289,4 +290,4 @@ def write_l1b(path: str | os.PathLike, granule: L1BGranule, *, replace: Replacea
     attrs = {**granule.root.attrs, **granule.attrs}
     root = granule.root.copy()
     root.attrs = {}
-    write_netcdf(path, L1B_LAYOUT, attrs, root, {**bands, **granule.other_groups}, replace=replace)
+    write_netcdf(path, L1B_LAYOUT, attrs, root, {**bands, **granule.other_groups}, replace=replace, deflate=deflate)

@@ -20,16 +20,8 @@ import xarray as xr
 
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.naming import parse_tempo_filename, tempo_filename
-from tempocodec.granule.netcdf import (
-    INT16_FILL,
-    TIME_UNITS,
-    NetCDFLayout,
-    NetCDFSource,
-    VarSpec,
-    read_group,
-    var_spec,
-    write_netcdf,
-)
+from tempocodec.granule.netcdf import INT16_FILL, TIME_UNITS, NetCDFSource, VarSpec, read_group, var_spec
+from tempocodec.granule.netcdf_write import NetCDFLayout, write_netcdf
 
 PRODUCTS = ("NO2", "HCHO", "O3TOT", "CLDO4")
 L2_GROUPS = ("product", "geolocation", "support_data", "qa_statistics")

@@ -205,12 +205,13 @@ def compress_granules(paths: Iterable[Any], out_dir: str | os.PathLike, *, clien
 
 
 def decompress_stores(stores: Iterable[Any], out_dir: str | os.PathLike, *, client: Any = None, workers: int = 1,
-                      progress: bool = True, overwrite: bool = False) -> BatchReport:
+                      progress: bool = True, **options: Any) -> BatchReport:
     """Decompress each store of ``stores`` (paths, globs, directories of ``*.zarr``, URLs, store objects) into
-    ``out_dir/<store stem>.nc``, one task per store (module docstring: ``client``, ``workers``)."""
+    ``out_dir/<store stem>.nc``, one task per store (module docstring: ``client``, ``workers``). ``options`` go to
+    :func:`~tempocodec.runtime.store.decompress_store` (``overwrite``, ``deflate``)."""
     inputs = expand_inputs(stores, STORE_PATTERN)
     outputs = output_paths(inputs, _out_dir(out_dir), ".nc")
-    job = functools.partial(_decompress_one, overwrite=overwrite)
+    job = functools.partial(_decompress_one, options=options)
     return run_jobs(job, inputs, list(outputs), what="decompress", client=client, workers=workers, progress=progress)
 
 
@@ -246,12 +247,12 @@ def _compress_one(item: Any, out: Path | None, *, options: dict[str, Any]) -> tu
     return summary.total_raw, summary.total_stored
 
 
-def _decompress_one(item: Any, out: Path | None, *, overwrite: bool) -> int:
+def _decompress_one(item: Any, out: Path | None, *, options: dict[str, Any]) -> int:
     """One store into its netCDF file; the file's size in bytes."""
     from tempocodec.runtime.store import decompress_store
 
     assert out is not None  # decompress always writes
-    return decompress_store(item, out, overwrite=overwrite, progress=False).stat().st_size
+    return decompress_store(item, out, progress=False, **options).stat().st_size
 
 
 def _query_one(item: Any, out: Path | None, *, products: str | Iterable[str], band: str, overwrite: bool,

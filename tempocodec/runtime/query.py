@@ -20,7 +20,8 @@ from tempocodec.atomic import check_target
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import GEO_FILL
 from tempocodec.granule.l2 import FLOAT_FILL
-from tempocodec.granule.netcdf import NETCDF_FILE, NetCDFLayout, write_netcdf
+from tempocodec.granule.netcdf import NETCDF_FILE
+from tempocodec.granule.netcdf_write import NetCDFLayout, write_netcdf
 from tempocodec.runtime.artifacts import ModelArtifacts, find_model, load_model, resolve_model
 from tempocodec.runtime.features import GASES
 from tempocodec.runtime.location import StoreTarget, locate_store

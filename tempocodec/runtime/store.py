@@ -518,11 +518,15 @@ def check_arrays(root: zarr.Group, arrays: list[str], path: Where) -> None:
 
 
 @bounded_workers()
-def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
+def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = True,
+                     deflate: int | None = None) -> Path:
     """Write the granule held in the store ``src`` as a TEMPO-layout L1B netCDF file ``dst`` (atomically; an existing
-    ``dst`` is replaced only with ``overwrite`` and only when it is a netCDF-4 file)."""
+    ``dst`` is replaced only with ``overwrite`` and only when it is a netCDF-4 file). ``deflate``: the file's deflate
+    level 0..9 (0: uncompressed; None: the original files' level 1 + shuffle)."""
     from tempocodec.granule.l1b import write_l1b
+    from tempocodec.granule.netcdf_write import deflate_level
 
+    deflate_level(deflate)  # a bad level is refused before anything is read
     src, dst = locate_store(src), Path(dst)
     replace = NETCDF_FILE if overwrite else None
     check_target(dst, replace)
@@ -537,7 +541,7 @@ def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: boo
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
     with dask_progress("decompress", enabled=progress):
-        write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands), replace=replace)
+        write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands), replace=replace, deflate=deflate)
     return dst
 
 
