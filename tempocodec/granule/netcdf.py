@@ -296,14 +296,14 @@ def materialise(data: Any) -> np.ndarray:
     """``data`` as one numpy array; a dask array is computed chunk by chunk into a buffer of its size, so its chunks
     and their concatenation are never all held at once. Always on local threads: under a ``dask.distributed``
     default client the workers would fill copies of the buffer, and this one would stay uninitialised."""
-    if not _is_dask(data):
+    if not is_dask(data):
         return np.asarray(data)
     out = np.empty(data.shape, data.dtype)
     sys.modules["dask.array"].store(data, out, lock=False, scheduler="threads")
     return out
 
 
-def _is_dask(data: Any) -> bool:
+def is_dask(data: Any) -> bool:
     """Whether ``data`` is a dask array (there is none while dask.array is not imported, and this does not import it)."""
     da = sys.modules.get("dask.array")
     return da is not None and isinstance(data, da.Array)

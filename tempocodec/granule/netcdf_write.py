@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import dask.array as da
 import netCDF4
 import numpy as np
 import xarray as xr
 
 from tempocodec.atomic import Replaceable, atomic_file
 from tempocodec.errors import TempocodecError
-from tempocodec.granule.netcdf import NETCDF_FILE, TEMPO_EPOCH, VarSpec, hdf5_lock, materialise, one_line
+from tempocodec.granule.netcdf import NETCDF_FILE, TEMPO_EPOCH, VarSpec, hdf5_lock, is_dask, materialise, one_line
 
 BLOCK_BYTES = 64 * 2**20
 DEFAULT_DEFLATE = 1
@@ -335,7 +334,7 @@ def _set_attrs(
 def _step_blocks(data: Any, n: int, step_bytes: int) -> Iterator[slice]:
     """Slices along the first axis of about :data:`BLOCK_BYTES` each, on dask chunk boundaries for dask arrays."""
     target = max(1, BLOCK_BYTES // max(1, step_bytes))
-    if isinstance(data, da.Array):
+    if is_dask(data):
         start = stop = 0
         for size in data.chunks[0]:
             if stop > start and stop + size - start > target:
