@@ -118,6 +118,24 @@ def baselines(path: Path, repeats: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+def measure(path: Path, out: Path, repeats: int) -> tuple[dict[str, float], float, str]:
+    """Seconds of each whole-granule step (outputs under ``out``), the band's radiance MB and the model used."""
+    store, back = out / "g.zarr", out / "back.nc"
+    t: dict[str, float] = {"netCDF read": best(lambda: read_all(path), repeats)}
+    t["compress"] = best(lambda: compress_granule(path, store, overwrite=True, progress=False), repeats)
+    model = store_meta(open_root(store))["bands"][BAND]["model"]
+    mb = xr.open_zarr(store, group=BAND)["radiance"].nbytes / 1e6
+    t["decode into memory"] = best(lambda: xr.open_zarr(store, group=BAND)["radiance"].values, repeats)
+    t["decompress"] = best(lambda: decompress_store(store, back, overwrite=True, progress=False), repeats)
+    t["decompress --deflate 0"] = best(
+        lambda: decompress_store(store, back, overwrite=True, progress=False, deflate=0), repeats)
+    t["query"] = best(lambda: query_store(store, "all"), repeats)
+    t["CLI compress"] = cli("compress", str(path), str(store), "--overwrite")
+    t["CLI decompress"] = cli("decompress", str(store), str(back), "--overwrite")
+    t["CLI query"] = cli("query", str(store), "-o", str(out / "q.nc"), "--overwrite")
+    return t, mb, model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--granule", help="an L1B granule (default: a simulated UV one in --work)")
@@ -129,21 +147,8 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     path = granule(args)
-    out = Path(tempfile.mkdtemp(dir=args.work))
-    store, back = out / "g.zarr", out / "back.nc"
-
-    t: dict[str, float] = {"netCDF read": best(lambda: read_all(path), args.repeats)}
-    t["compress"] = best(lambda: compress_granule(path, store, overwrite=True, progress=False), args.repeats)
-    model = store_meta(open_root(store))["bands"][BAND]["model"]
-    mb = xr.open_zarr(store, group=BAND)["radiance"].nbytes / 1e6
-    t["decode into memory"] = best(lambda: xr.open_zarr(store, group=BAND)["radiance"].values, args.repeats)
-    t["decompress"] = best(lambda: decompress_store(store, back, overwrite=True, progress=False), args.repeats)
-    t["decompress --deflate 0"] = best(
-        lambda: decompress_store(store, back, overwrite=True, progress=False, deflate=0), args.repeats)
-    t["query"] = best(lambda: query_store(store, "all"), args.repeats)
-    t["CLI compress"] = cli("compress", str(path), str(store), "--overwrite")
-    t["CLI decompress"] = cli("decompress", str(store), str(back), "--overwrite")
-    t["CLI query"] = cli("query", str(store), "-o", str(out / "q.nc"), "--overwrite")
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        t, mb, model = measure(path, Path(tmp), args.repeats)
     kernel = {row[0]: row for row in bench_batch(load_model(resolve_model(model)), 8, args.repeats, True)}
     scale = baselines(path, args.repeats)
 

@@ -25,9 +25,10 @@ from tempocodec.codec.residual_fit import (
 from tempocodec.codec.zarr3 import make_codec
 from tempocodec.defaults import RELATIVE_LATENT_STEP
 from tempocodec.errors import TempocodecError
+from tempocodec.granule.l1b import RADIANCE_DIMS
 from tempocodec.prepare.tiles import TILE
 from tempocodec.runtime.artifacts import ModelArtifacts
-from tempocodec.runtime.streaming import Coder, Stripes, bounded_writer, tiles_of
+from tempocodec.runtime.streaming import Coder, Stripes, bounded_writer
 
 SHARD_XTRACK = 512
 """Cross-track pixels per radiance shard (Zarr v3)."""
@@ -101,6 +102,18 @@ def vae_radiance(stripes: Stripes, coding: BandCoding, fill: np.float32, valid: 
     return entry | _residual_entry(spec, request), encoding, {"radiance": coder}
 
 
+def band_stripes(ds: xr.Dataset, noise: xr.DataArray | None) -> Stripes:
+    """The spectral variables of band group ``ds`` to stream, and the band's ``radiance_error`` as read (``noise``,
+    what a bound refers to): the stored variable where that is it unchanged, else an array of its own."""
+    arrays = {str(n): v.data for n, v in ds.data_vars.items() if v.dims == RADIANCE_DIMS}
+    if noise is None:
+        return Stripes(arrays)
+    stored = arrays.get("radiance_error")
+    if stored is not None and getattr(stored, "name", None) == getattr(noise.data, "name", 0):
+        return Stripes(arrays, noise="radiance_error")
+    return Stripes(arrays | {"noise": noise.data}, noise="noise")
+
+
 def _latent_entry(model: ModelArtifacts, coding: BandCoding) -> dict[str, Any]:
     """The band entry of a VAE-coded radiance: model, identity, latent dtype and step."""
     entry: dict[str, Any] = {"radiance": "vae", "model": model.name, "model_sha256": model.sha256,
@@ -116,16 +129,21 @@ SAMPLE_CHUNKS = 4
 
 def _band_sample(stripes: Stripes, with_noise: bool, fill: np.float32) -> Sample:
     """:data:`SAMPLE_CHUNKS` chunks spread across the first stripe of the granule (:func:`sample_starts`; the stripe
-    the writer reads first, kept for it) with their noise when ``with_noise`` (else NaN)."""
+    the writer reads first, kept for it) with their noise when ``with_noise`` (else NaN), edges padded as zarr pads
+    them (radiance with ``fill``, noise with NaN)."""
     block = stripes.first("radiance")
-    err = stripes.first(stripes.noise) if with_noise and stripes.noise else np.full(block.shape, np.nan, np.float32)
-    tiles, sigma, covered = [], [], 0
-    for first in sample_starts(block.shape[1], TILE, SAMPLE_CHUNKS):
-        cols = slice(first, first + TILE)
-        tiles.append(tiles_of(np.asarray(block[:, cols], np.float32), (0, 0), (TILE, TILE), float(fill))[0][0])
-        sigma.append(tiles_of(err[:, cols], (0, 0), (TILE, TILE), np.nan)[0][0])
-        covered += block[:, cols].nbytes
-    return Sample(np.stack(tiles), np.stack(sigma), float(fill), covered)
+    err = stripes.first(stripes.noise) if with_noise and stripes.noise else None
+    starts = sample_starts(block.shape[1], TILE, SAMPLE_CHUNKS)
+    shape = (len(starts), TILE, TILE, block.shape[2])
+    tiles, sigma = np.full(shape, fill, np.float32), np.full(shape, np.nan, np.float32)
+    covered = 0
+    for k, first in enumerate(starts):
+        part = block[:, first : first + TILE]
+        tiles[k, : part.shape[0], : part.shape[1]] = part
+        if err is not None:
+            sigma[k, : part.shape[0], : part.shape[1]] = err[:, first : first + TILE]
+        covered += part.nbytes
+    return Sample(tiles, sigma, float(fill), covered)
 
 
 def _residual_entry(spec: ResidualSpec, request: ResidualRequest) -> dict[str, Any]:

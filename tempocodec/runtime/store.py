@@ -61,8 +61,8 @@ from tempocodec.runtime.location import (
     total_stored_bytes,
     zarr_target,
 )
-from tempocodec.runtime.radiance_coding import SHARD_XTRACK, BandCoding, ResidualRequest, vae_radiance
-from tempocodec.runtime.streaming import Coder, Sink, Stripes, bounded_workers, to_zarr, write_group
+from tempocodec.runtime.radiance_coding import SHARD_XTRACK, BandCoding, ResidualRequest, band_stripes, vae_radiance
+from tempocodec.runtime.streaming import Coder, Sink, bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
@@ -225,7 +225,8 @@ def _write_band(
     """One band group; returns the band's entry of the ``tempocodec.bands`` attribute."""
     model = coding.model
     fill, valid = _fill_value(ds["radiance"]), _valid_range(ds["radiance"])
-    source = ds
+    # the small variables read once: their encodings look at their values, then they are written
+    source = ds = ds.assign({n: v.load() for n, v in ds.data_vars.items() if v.dims != RADIANCE_DIMS})
     ds, encoding = _lossless(ds, f"/{band}", zarr_format, dtypes)
     if not lossless_aux:
         _aux_encodings(source, ds, encoding, zarr_format)
@@ -235,7 +236,7 @@ def _write_band(
             f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), "
             f"relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
         )
-    stripes = _stripes(ds, coding.noise)
+    stripes = band_stripes(ds, coding.noise)
     coders: dict[str, Coder] = {}
     fit = None
     if model is None:
@@ -257,18 +258,6 @@ def _write_band(
     if fit is not None:
         write_features(tmp, band, fit, zarr_format)
     return entry
-
-
-def _stripes(ds: xr.Dataset, noise: xr.DataArray | None) -> Stripes:
-    """The spectral variables of band group ``ds`` to stream, and the band's ``radiance_error`` as read (``noise``,
-    what a bound refers to): the stored variable where that is it unchanged, else an array of its own."""
-    arrays = {str(n): v.data for n, v in ds.data_vars.items() if v.dims == RADIANCE_DIMS}
-    if noise is None:
-        return Stripes(arrays)
-    stored = arrays.get("radiance_error")
-    if stored is not None and getattr(stored, "name", None) == getattr(noise.data, "name", 0):
-        return Stripes(arrays, noise="radiance_error")
-    return Stripes(arrays | {"noise": noise.data}, noise="noise")
 
 
 def _aux_encodings(source: xr.Dataset, ds: xr.Dataset, encoding: dict[str, dict], zarr_format: ZarrFormat) -> None:
