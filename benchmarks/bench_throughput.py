@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7100)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")  # the aux codecs
     args.work.mkdir(parents=True, exist_ok=True)
     path = granule(args)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
