@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import netCDF4
@@ -33,6 +32,7 @@ import numpy as np
 import pysz
 import xarray as xr
 from bench_codec import bench_batch
+from bench_simulate import best_of
 from bench_transform import (
     Space,
     noise_scaled,
@@ -54,16 +54,6 @@ from tempocodec.runtime.store import compress_granule, decompress_store, open_ro
 from tempocodec.simulator import write_simulated
 
 BAND = "band_290_490_nm"
-
-
-def best(work: Callable[[], object], repeats: int) -> float:
-    """Shortest wall time of ``repeats`` calls of ``work``."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def cli(*args: str) -> float:
@@ -102,8 +92,8 @@ def baselines(path: Path, repeats: int) -> dict[str, tuple[float, float]]:
     config.absErrorBound = 1e-3
     blob = pysz.sz.compress(log, config)[0]
     out = {"SZ3, log radiance, abs 1e-3": (
-        best(lambda: pysz.sz.compress(log, config), repeats),
-        best(lambda: pysz.sz.decompress(blob, np.float32, log.shape), repeats))}
+        best_of(repeats, lambda: pysz.sz.compress(log, config)),
+        best_of(repeats, lambda: pysz.sz.decompress(blob, np.float32, log.shape)))}
 
     def pca_encode() -> tuple[Space, list[bytes], tuple[int, ...]]:
         r = relative_noise(g)
@@ -115,22 +105,22 @@ def baselines(path: Path, repeats: int) -> dict[str, tuple[float, float]]:
 
     space, blobs, shape = pca_encode()
     out["PCA noise-normalised + SZ3, K=16 e=1"] = (
-        best(pca_encode, repeats), best(lambda: space.radiance(sz3_coder(1.0)[1](blobs, shape)), repeats))
+        best_of(repeats, pca_encode), best_of(repeats, lambda: space.radiance(sz3_coder(1.0)[1](blobs, shape))))
     return out
 
 
 def measure(path: Path, out: Path, repeats: int) -> tuple[dict[str, float], float, str]:
     """Seconds of each whole-granule step (outputs under ``out``), the band's radiance MB and the model used."""
     store, back = out / "g.zarr", out / "back.nc"
-    t: dict[str, float] = {"netCDF read": best(lambda: read_all(path), repeats)}
-    t["compress"] = best(lambda: compress_granule(path, store, overwrite=True, progress=False), repeats)
+    t: dict[str, float] = {"netCDF read": best_of(repeats, lambda: read_all(path))}
+    t["compress"] = best_of(repeats, lambda: compress_granule(path, store, overwrite=True, progress=False))
     model = store_meta(open_root(store))["bands"][BAND]["model"]
     mb = xr.open_zarr(store, group=BAND)["radiance"].nbytes / 1e6
-    t["decode into memory"] = best(lambda: xr.open_zarr(store, group=BAND)["radiance"].values, repeats)
-    t["decompress"] = best(lambda: decompress_store(store, back, overwrite=True, progress=False), repeats)
-    t["decompress --deflate 0"] = best(
-        lambda: decompress_store(store, back, overwrite=True, progress=False, deflate=0), repeats)
-    t["query"] = best(lambda: query_store(store, "all"), repeats)
+    t["decode into memory"] = best_of(repeats, lambda: xr.open_zarr(store, group=BAND)["radiance"].values)
+    t["decompress"] = best_of(repeats, lambda: decompress_store(store, back, overwrite=True, progress=False))
+    t["decompress --deflate 0"] = best_of(
+        repeats, lambda: decompress_store(store, back, overwrite=True, progress=False, deflate=0))
+    t["query"] = best_of(repeats, lambda: query_store(store, "all"))
     t["CLI compress"] = cli("compress", str(path), str(store), "--overwrite")
     t["CLI decompress"] = cli("decompress", str(store), str(back), "--overwrite")
     t["CLI query"] = cli("query", str(store), "-o", str(out / "q.nc"), "--overwrite")
