@@ -27,9 +27,10 @@ import numpy as np
 
 from tempocodec.codec import payload, residual
 from tempocodec.codec.config import CODEC_NAME, LATENT_DTYPES, CodecConfig
+from tempocodec.cpus import cpu_count
 from tempocodec.errors import TempocodecError
 from tempocodec.prepare.normalize import INVALID_ABOVE, denormalize, normalize
-from tempocodec.runtime.artifacts import ModelArtifacts, cpu_count, session
+from tempocodec.runtime.artifacts import ModelArtifacts, session
 
 MAX_BATCH = 16
 """Most chunks per ONNX Runtime call (a 64×64×1028 chunk is 16.8 MB of float32 model input)."""

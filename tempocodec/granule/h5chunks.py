@@ -13,7 +13,6 @@ Every h5py call also holds the HDF5 lock of :mod:`tempocodec.granule.netcdf`, fo
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ import deflate
 import h5py
 import numpy as np
 
+from tempocodec.cpus import cpu_count
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.netcdf import hdf5_lock
 
@@ -58,7 +58,7 @@ class ChunkWriter:
     def __enter__(self) -> ChunkWriter:
         with hdf5_lock():
             self._file = h5py.File(self.path, "r+")
-        self._pool = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="tempocodec-deflate")
+        self._pool = ThreadPoolExecutor(cpu_count(), thread_name_prefix="tempocodec-deflate")
         return self
 
     def write(self, name: str, start: int, values: np.ndarray) -> None:

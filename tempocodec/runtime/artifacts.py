@@ -34,6 +34,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from tempocodec.atomic import ANY_FILE, atomic_file
+from tempocodec.cpus import cpu_count
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime import filehash
 from tempocodec.runtime.filehash import digest as sha256_bytes
@@ -314,14 +315,6 @@ def providers() -> list[str]:
         raise TempocodecError(f"{PROVIDERS_ENV}={os.environ[PROVIDERS_ENV]!r}: {', '.join(unknown)} not in this "
                               f"onnxruntime build (available: {', '.join(available)})")
     return requested or [p for p in PREFERRED_PROVIDERS if p in available]
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def session(model: ModelArtifacts | str | os.PathLike, which: str) -> ort.InferenceSession:
