@@ -17,6 +17,7 @@ from zarr.codecs import BloscCodec
 import tempocodec.cli as cli
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.netcdf import materialise
+from tempocodec.runtime.radiance_coding import band_stripes
 from tempocodec.runtime.streaming import (
     MAX_WORKERS,
     Sink,
@@ -195,3 +196,12 @@ def test_the_schedule_drops_each_block_after_its_last_sink():
     assert [([sinks.index(s) for s in ready], sorted(done)) for ready, done in steps] == [
         ([0], []), ([1], ["b"]), ([2], ["a", "c"])]
     assert peak == 2  # "a" kept for the last sink, "b" dropped before "c" arrives
+
+
+def test_a_bound_reads_the_stored_radiance_error_once_and_the_raw_one_when_the_store_rounds_it():
+    ds = band(80, 20, 8)
+    stripes = band_stripes(ds, ds["radiance_error"])
+    assert stripes.noise == "radiance_error" and "noise" not in stripes.arrays  # one array, streamed once
+    rounded = ds.assign(radiance_error=ds["radiance_error"] * np.float32(1.0))  # a new array, as --lossless-aux makes
+    stripes = band_stripes(rounded, ds["radiance_error"])
+    assert stripes.noise == "noise" and stripes.arrays["noise"] is ds["radiance_error"].data

@@ -108,8 +108,7 @@ def band_stripes(ds: xr.Dataset, noise: xr.DataArray | None) -> Stripes:
     arrays = {str(n): v.data for n, v in ds.data_vars.items() if v.dims == RADIANCE_DIMS}
     if noise is None:
         return Stripes(arrays)
-    stored = arrays.get("radiance_error")
-    if stored is not None and getattr(stored, "name", None) == getattr(noise.data, "name", 0):
+    if arrays.get("radiance_error") is noise.data:
         return Stripes(arrays, noise="radiance_error")
     return Stripes(arrays | {"noise": noise.data}, noise="noise")
 
