@@ -152,7 +152,7 @@ def compress_granule(
     to multiples of ``latent_step``, default :data:`~tempocodec.codec.config.DEFAULT_LATENT_STEP`, and entropy coded).
     ``error_bound`` K adds the residual layer (:mod:`tempocodec.codec.residual`) so that every valid radiance value
     decodes within K times its ``radiance_error``; ``ratio`` instead picks the smallest such bound at which the
-    radiance compresses about that many times. Neither: the latent alone (about 2000×, no bound).
+    radiance compresses about that many times. Neither: the latent alone (about 3,200× on UV, no bound).
 
     Every variable but radiance goes through :func:`tempocodec.runtime.auxcodecs.aux_encoding` (geolocation and
     angles on a documented grid, ``radiance_error`` bit-rounded in its own codec pipeline); ``lossless_aux`` keeps
