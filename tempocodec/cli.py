@@ -83,6 +83,9 @@ def _limit_malloc_arenas() -> None:
               help="Every valid radiance value decodes within K times its radiance_error (adds the residual layer).")
 @click.option("--ratio", type=float, default=None, metavar="R",
               help="The smallest error bound at which the radiance compresses about R times.")
+@click.option("--radiance-error", "radiance_error", type=click.Choice(["auto", "exact", "rounded"]), default="auto",
+              show_default=True, help="radiance_error: exact (coded from the radiance's latents; reading it needs "
+              "tempocodec), rounded (to 7 significant bits, <= 0.78%; any zarr reader), auto: the smaller on the granule.")
 @click.option("--lossless-aux", is_flag=True, help="Keep every variable but radiance lossless (radiance_error "
               "bit-rounded to 7 bits), as release 0.2 did; default: geolocation and angles on documented grids.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a store (never anything else).")
@@ -91,8 +94,8 @@ def _limit_malloc_arenas() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype: str, latent_step: float | None,
              zarr_format: str,
-             drop_radiance_error: bool, error_bound: float | None, ratio: float | None, lossless_aux: bool,
-             overwrite: bool,
+             drop_radiance_error: bool, error_bound: float | None, ratio: float | None, radiance_error: str,
+             lossless_aux: bool, overwrite: bool,
              workers: int | None, scheduler: str | None, quiet: bool) -> None:
     """Compress the TEMPO L1B GRANULE into the Zarr store OUT (latent only unless --error-bound or --ratio); with
     several granules (paths, globs, directories), each into OUT/<name>.zarr. A granule may be an fsspec URL
@@ -103,7 +106,7 @@ def compress(paths: tuple[str, ...], band: str, model: str | None, latent_dtype:
     options: dict[str, Any] = {"bands": band, "model": model, "latent_dtype": latent_dtype, "latent_step": latent_step,
                                "zarr_format": 3 if zarr_format == "3" else 2,
                                "drop_radiance_error": drop_radiance_error, "error_bound": error_bound, "ratio": ratio,
-                               "lossless_aux": lossless_aux, "overwrite": overwrite}
+                               "radiance_error": radiance_error, "lossless_aux": lossless_aux, "overwrite": overwrite}
     if not is_batch(inputs, workers, scheduler):
         summary = compress_granule(inputs[0], out, progress=not quiet, **options)
         if not quiet:

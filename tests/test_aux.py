@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 
 from tempocodec.runtime.auxcodecs import BOUNDS, RADIANCE_ERROR_KEEPBITS, aux_encoding, quiet_codecs
-from tempocodec.runtime.store import compress_granule, open_store
+from tempocodec.runtime.store import compress_granule, open_store, store_info
 from tempocodec.simulator import write_simulated
 
 pytest_plugins = ["tiny_model_fixture"]
@@ -34,9 +34,11 @@ def granule(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stores(granule, tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """The default store (radiance_error: auto), one for each radiance_error coding, and --lossless-aux."""
     out = tmp_path_factory.mktemp("stores")
+    modes = {"default": "auto", "exact": "exact", "rounded": "rounded", "lossless": "auto"}
     return {kind: compress_granule(granule, out / f"{kind}.zarr", model=MODEL, lossless_aux=kind == "lossless",
-                                   progress=False).path for kind in ("default", "lossless")}
+                                   radiance_error=mode, progress=False).path for kind, mode in modes.items()}
 
 
 def source(granule: Path, name: str) -> np.ndarray:
@@ -92,7 +94,7 @@ def test_radiance_error_off_the_noise_model_keeps_its_relative_bound(tmp_path):
 
 
 def test_stored_bounds_hold_on_the_granule_and_are_documented(stores, granule):
-    ds = open_store(stores["default"], UV)
+    ds = open_store(stores["rounded"], UV)
     for name in (*BOUNDS, "radiance_error"):
         if name not in ds or ds[name].dtype.kind != "f" or name == "terrain_height":
             continue
@@ -106,14 +108,16 @@ def test_stored_bounds_hold_on_the_granule_and_are_documented(stores, granule):
             assert np.abs(stored - original).max() <= BOUNDS[name].bound, name
 
 
-def test_lossless_aux_keeps_the_encodings_of_release_0_2(stores, granule):
-    """Every non-radiance array as before: Blosc + CRC-32C, values bit for bit (radiance_error: BitRound(7))."""
+def test_lossless_aux_keeps_the_values_of_release_0_2(stores, granule):
+    """Every non-radiance array as before: Blosc + CRC-32C, values bit for bit; radiance_error as BitRound(7) left
+    it, the rounding now a filter of its own pipeline (any zarr reader sees it)."""
     root = zarr.open_group(stores["lossless"], mode="r")
     for name, arr in root[UV].arrays():
         if name in ("radiance", "mirror_step", "xtrack"):  # dimension coordinates: not variables of the netCDF group
             continue
         codecs = [c["name"] for c in arr.metadata.to_dict()["codecs"]]
-        assert codecs == ["bytes", "blosc", "crc32c"], (name, codecs)
+        rounding = ["numcodecs.bitround"] if name == "radiance_error" else []
+        assert codecs == [*rounding, "bytes", "blosc", "crc32c"], (name, codecs)
         expected = source(granule, name)
         if name == "radiance_error":
             expected = np.asarray(numcodecs.BitRound(keepbits=7).encode(expected.copy())).view(np.float32)
@@ -125,6 +129,38 @@ def test_lossless_aux_keeps_the_encodings_of_release_0_2(stores, granule):
 def test_smaller_than_lossless_aux(stores):
     sizes = {k: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for k, p in stores.items()}
     assert sizes["default"] < 0.8 * sizes["lossless"], sizes
+
+
+def test_exact_radiance_error_is_the_source_bit_for_bit_and_says_so(stores, granule):
+    ds = open_store(stores["exact"], UV)
+    original = source(granule, "radiance_error")
+    np.testing.assert_array_equal(ds["radiance_error"].values.view(np.uint32), original.view(np.uint32))
+    assert "tempocodec_lossy" not in ds["radiance_error"].attrs
+    assert "exact" in ds["radiance_error"].attrs["tempocodec_coding"]
+    plain = xr.open_zarr(stores["exact"], group=UV, mask_and_scale=False)  # the entry point decodes it
+    np.testing.assert_array_equal(plain["radiance_error"].values.view(np.uint32), original.view(np.uint32))
+
+
+def test_an_exact_radiance_error_is_never_coded_a_second_time(stores, tmp_path):
+    """Plain xarray keeps the codec in .encoding: saving refuses in one line; open_store's datasets save losslessly."""
+    plain = xr.open_zarr(stores["exact"], group=UV)[["radiance_error"]].isel(mirror_step=slice(0, 64), xtrack=slice(0, 64))
+    with pytest.raises(Exception, match="written by tempocodec compress, which sees the radiance") as err:
+        plain.to_zarr(tmp_path / "plain.zarr", zarr_format=3, consolidated=False)
+    assert "\n" not in str(err.value)
+    sub = open_store(stores["exact"], UV)[["radiance_error"]].isel(mirror_step=slice(0, 50), xtrack=slice(0, 30))
+    sub.to_zarr(tmp_path / "sub.zarr", zarr_format=3, consolidated=False)
+    back = xr.open_zarr(tmp_path / "sub.zarr", consolidated=False, mask_and_scale=False)
+    np.testing.assert_array_equal(back.radiance_error.values, sub.radiance_error.values)
+
+
+def test_auto_codes_radiance_error_the_smaller_way(stores):
+    def stored(kind: str) -> tuple[str, int]:
+        var = next(v for v in store_info(stores[kind]).variables if v.name == "radiance_error")
+        return var.codec, var.stored_bytes
+
+    (exact_codec, exact), (rounded_codec, rounded) = stored("exact"), stored("rounded")
+    assert "tempocodec.noise" in exact_codec and rounded_codec.startswith("bitround")
+    assert stored("default") == min((exact_codec, exact), (rounded_codec, rounded), key=lambda s: s[1])
 
 
 def test_history_and_lossy_markers_in_the_store(stores, granule):
@@ -161,33 +197,36 @@ PLAIN = textwrap.dedent("""
         return ALL.select(**kw) if kw else ALL
     importlib.metadata.entry_points = entry_points
     import json, numpy as np, xarray as xr, zarr
-    store, band, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+    store, band, names, needing = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split(",")
     out = {"root": sorted(xr.open_zarr(store, consolidated=False).variables)}
     out["arrays"] = {n: float(np.asarray(zarr.open_array(store, path=f"{band}/{n}", mode="r")[...], dtype=float).sum())
                      for n in names}
-    try:
-        zarr.open_array(store, path=f"{band}/radiance", mode="r")
-        out["radiance"] = "opened"
-    except Exception as err:
-        out["radiance"] = str(err)
+    for name in needing:
+        try:
+            zarr.open_array(store, path=f"{band}/{name}", mode="r")
+            out[name] = "opened"
+        except Exception as err:
+            out[name] = str(err)
     print(json.dumps(out))
 """)
 
 
-def test_plain_zarr_decodes_everything_but_radiance(stores):
-    """A clean interpreter with tempocodec blocked and its entry points hidden reads the root and every other array."""
-    path = stores["default"]
+@pytest.mark.parametrize(("kind", "needing"), [("rounded", ["radiance"]), ("exact", ["radiance", "radiance_error"])])
+def test_plain_zarr_decodes_everything_but_radiance(stores, kind, needing):
+    """A clean interpreter with tempocodec blocked and its entry points hidden reads the root and every other array;
+    opening radiance (and an exact radiance_error, coded from its latents) names the tempocodec codec it needs."""
+    path = stores[kind]
     root = zarr.open_group(path, mode="r")
-    names = [n for n, _ in root[UV].arrays() if n != "radiance"]
-    done = subprocess.run([sys.executable, "-c", PLAIN, str(path), UV, *names], capture_output=True, text=True,
-                          timeout=120)
+    names = [n for n, _ in root[UV].arrays() if n not in needing]
+    done = subprocess.run([sys.executable, "-c", PLAIN, str(path), UV, ",".join(names), ",".join(needing)],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert "time" in out["root"] and "mirror_step" in out["root"]
     with quiet_codecs():
         expected = {n: float(np.asarray(root[UV][n][...], dtype=float).sum()) for n in names}
     assert out["arrays"] == pytest.approx(expected)
-    assert "tempocodec" in out["radiance"]
+    assert all("tempocodec." in out[name] for name in needing), out
 
 
 def test_within_bound_checks_every_value_and_fills():

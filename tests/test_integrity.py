@@ -14,6 +14,7 @@ from helpers_cli import assert_one_line_error, run_cli
 from tiny_model import FIXTURE
 
 from tempocodec.codec import payload
+from tempocodec.codec.noise_codec import HEADER
 from tempocodec.codec.stored import read_stored_chunks
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime import integrity
@@ -38,9 +39,10 @@ def granule(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stores(granule, tiny_models, tmp_path_factory) -> dict[int, Path]:
+    """The granule in each format, radiance_error exact (coded from the latents, so that its chunks are checked too)."""
     out = tmp_path_factory.mktemp("stores")
-    return {fmt: compress_granule(granule, out / f"v{fmt}.zarr", model=MODEL, zarr_format=fmt, progress=False).path
-            for fmt in (3, 2)}
+    return {fmt: compress_granule(granule, out / f"v{fmt}.zarr", model=MODEL, zarr_format=fmt, radiance_error="exact",
+                                  progress=False).path for fmt in (3, 2)}
 
 
 @pytest.fixture(params=[3, 2], ids=["v3", "v2"])
@@ -118,15 +120,21 @@ def test_the_record_lists_every_object_of_every_array_with_its_crc(stores, fmt):
 
 def test_every_lossless_array_has_a_crc32c_and_every_payload_its_position(stores, fmt):
     root = zarr.open_group(stores[fmt], mode="r")
+    own = {f"{UV}/radiance": "tempocodec_vae", f"{UV}/radiance_error": "tempocodec_noise"}  # their own CRC-32s
     for path, array in integrity.arrays(root).items():
         meta = array.metadata.to_dict()
         top = [c["name"] for c in meta["codecs"]] if fmt == 3 else [meta["compressor"]["id"]]
-        assert top == (["sharding_indexed"] if fmt == 3 else ["tempocodec_vae"]) if path == f"{UV}/radiance" \
+        assert top == (["sharding_indexed"] if fmt == 3 else [own[path]]) if path in own \
             else top[-1] == "crc32c", (path, top)
     _, chunks = read_stored_chunks(root[f"{UV}/radiance"])
     assert sorted(chunks) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     for at, chunk in chunks.items():
         assert payload.unpack(chunk).position == at
+    _, errors = read_stored_chunks(root[f"{UV}/radiance_error"])  # each holds its radiance chunk's latent
+    assert sorted(errors) == sorted(chunks)
+    for at, chunk in errors.items():
+        latent = HEADER.unpack(chunk[: HEADER.size])[4]
+        assert payload.unpack(chunk[HEADER.size : HEADER.size + latent]).position == at
 
 
 def test_verify_passes_a_whole_store(stores, fmt):
@@ -173,7 +181,7 @@ def test_an_object_that_was_never_written_is_refused(copy, fmt, tmp_path):
 # --------------------------------------------------------------------------------------------------- damaged bytes
 
 
-@pytest.mark.parametrize("name", ["radiance_error", "latitude"])
+@pytest.mark.parametrize("name", ["latitude"])
 def test_a_bit_flip_in_a_lossless_array_fails_even_a_plain_xarray_read(copy, fmt, tmp_path, name):
     chunk = min(p for p in (copy / UV / name).rglob("*") if p.is_file() and not p.name.startswith((".", "zarr")))
     flip(chunk, 40)
@@ -184,6 +192,18 @@ def test_a_bit_flip_in_a_lossless_array_fails_even_a_plain_xarray_read(copy, fmt
     faults = {(f.array, f.fault.split(":")[0]) for f in report.faults}
     assert (f"{UV}/{name}", "differs from what was written (CRC-32 mismatch)") in faults
     assert any(f.array == f"{UV}/{name}" and "checksum" in f.fault for f in report.faults)
+
+
+@pytest.mark.parametrize("place", [40, 0.5], ids=["in its latent", "in its noise code"])
+def test_a_bit_flip_in_an_exact_radiance_error_fails_every_read(copy, fmt, tmp_path, place):
+    """The chunk's latent has the payload CRC-32, the coded values the CRC-32 of what they decode to."""
+    chunk = min(p for p in (copy / UV / "radiance_error").rglob("*") if p.is_file() and not p.name.startswith((".", "zarr")))
+    flip(chunk, place if isinstance(place, int) else int(chunk.stat().st_size * place))
+    with pytest.raises(TempocodecError, match="radiance_error|tempocodec"):
+        _ = xr.open_zarr(copy, group=UV)["radiance_error"].values  # the codec itself, without tempocodec's readers
+    assert_one_line_error(run_cli("decompress", copy, tmp_path / "back.nc", "--quiet"), f"{UV}/radiance_error", "CRC-32")
+    faults = {(f.array, f.fault.split(":")[0]) for f in verify_store(copy, progress=False).faults}
+    assert (f"{UV}/radiance_error", "differs from what was written (CRC-32 mismatch)") in faults
 
 
 def test_a_bit_flip_in_a_radiance_object_is_refused(copy, fmt, tmp_path):

@@ -101,7 +101,7 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig,
         raise TempocodecError(f"{CODEC_NAME}: tile {config.tile} is not a multiple of model {art.name}'s downsample "
                               f"{art.downsample}")
     x = np.empty((n, channels, rows, cols), np.float32)
-    prepared = list(_pool().map(lambda i: _prepare(tiles[i], fills[i], config, art, x[i]), range(n)))
+    prepared = list(pool().map(lambda i: _prepare(tiles[i], fills[i], config, art, x[i]), range(n)))
     valid = [v for v, _ in prepared]
     extents = [e for _, e in prepared]
     present = [i for i, (h, _) in enumerate(extents) if h]
@@ -129,7 +129,7 @@ def encode_tiles(tiles: np.ndarray, fills: Sequence[float], config: CodecConfig,
 
 
 @functools.cache
-def _pool() -> ThreadPoolExecutor:
+def pool() -> ThreadPoolExecutor:
     """The threads that prepare and finish chunks side by side (numpy releases the GIL in its loops), one per CPU."""
     return ThreadPoolExecutor(max_workers=cpu_count(), thread_name_prefix="tempocodec-kernel")
 
@@ -218,7 +218,7 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
         else:
             out[i] = np.float32(fills[i])
 
-    list(_pool().map(finish, range(len(parsed))))
+    list(pool().map(finish, range(len(parsed))))
     return out
 
 

@@ -64,13 +64,14 @@ class NoiseModel:
     scale: float
     envelope: tuple[float, ...]
 
-    def sigma(self, radiance: np.ndarray) -> np.ndarray:
-        """``σ̃`` float32 of radiance float32 ``(C, ...)`` (channel first), in radiance units."""
+    def sigma(self, radiance: np.ndarray, first: int = 0) -> np.ndarray:
+        """``σ̃`` float32 of radiance float32 ``(C, ...)`` (channel first; channels ``first`` on), in radiance units."""
         u = radiance / np.float32(self.scale)
         a, b, c = (np.float32(v) for v in self.coef)
         var = a + u * (b + u * c)
         np.maximum(var, _VAR_FLOOR, out=var)
-        env = np.asarray(self.envelope, np.float32).reshape(-1, *([1] * (radiance.ndim - 1)))
+        env = np.asarray(self.envelope[first : first + radiance.shape[0]], np.float32)
+        env = env.reshape(-1, *([1] * (radiance.ndim - 1)))
         return np.sqrt(var) * np.float32(self.scale) * env
 
     def to_json(self) -> dict[str, Any]:

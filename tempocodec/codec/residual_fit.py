@@ -69,11 +69,12 @@ def _usable(sample: Sample, config: CodecConfig) -> np.ndarray:
         return valid & np.isfinite(sample.noise) & (sample.noise > 0)
 
 
-def fit_noise(radiance: np.ndarray, noise: np.ndarray) -> NoiseModel:
+def fit_noise(radiance: np.ndarray, noise: np.ndarray, quantile: float = ENVELOPE_QUANTILE) -> NoiseModel:
     """The noise model of valid values ``radiance`` and their 1-σ ``noise``, both ``(M, C)`` with NaN where unusable.
 
     A relative least-squares fit of ``σ² = a + b·u + c·u²`` (``u = L / median L``), then each channel's envelope: the
-    :data:`ENVELOPE_QUANTILE` quantile of σ over the fit (the whole sample's where a channel has too few values).
+    ``quantile`` of σ over the fit (the whole sample's where a channel has too few values). The default, just under
+    the observed noise, suits the residual layer's grid; 0.5 predicts ``radiance_error`` (:mod:`tempocodec.codec.noise`).
     """
     ok = np.isfinite(radiance) & np.isfinite(noise)
     if ok.sum() < MIN_SAMPLES:
@@ -90,12 +91,12 @@ def fit_noise(radiance: np.ndarray, noise: np.ndarray) -> NoiseModel:
     with np.errstate(invalid="ignore"):
         ratio = noise / raw_model.sigma(np.where(ok, radiance, np.float32(scale)).T.astype(np.float32)).T
     ratio[~ok] = np.nan
-    overall = float(np.nanquantile(ratio, ENVELOPE_QUANTILE))
+    overall = float(np.nanquantile(ratio, quantile))
     counts = ok.sum(axis=0)
     per_channel = np.full(radiance.shape[1], overall)
     enough = counts >= MIN_SAMPLES
     if enough.any():
-        per_channel[enough] = np.nanquantile(ratio[:, enough], ENVELOPE_QUANTILE, axis=0)
+        per_channel[enough] = np.nanquantile(ratio[:, enough], quantile, axis=0)
     envelope = np.clip(per_channel, 1e-3, None)
     return noise_model(raw_model.coef, raw_model.scale, envelope)
 

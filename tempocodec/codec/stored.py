@@ -27,6 +27,7 @@ from zarr.buffer import default_buffer_prototype
 
 from tempocodec.codec import payload
 from tempocodec.codec.config import CODEC_ID, CODEC_NAME, CodecConfig
+from tempocodec.codec.noise_codec import NOISE_CODEC_ID, NOISE_CODEC_NAME, NoiseConfig
 from tempocodec.errors import TempocodecError
 
 ChunkBytes = dict[tuple[int, int], bytes]
@@ -98,23 +99,25 @@ def _chunk_key(meta: dict[str, Any], prefix: str, where: str) -> Callable[[tuple
 
 
 def _not_vae(where: str, codecs: Any) -> TempocodecError:
-    return TempocodecError(f"{where}: array is not coded by the tempocodec VAE codec alone (codecs {codecs})")
+    return TempocodecError(f"{where}: array is not coded by the tempocodec VAE codec alone (codecs {codecs!s:.200})")
 
 
 def _vae_config(codec: Any, where: str, codecs: Any) -> CodecConfig:
-    """The configuration of a v3 ``tempocodec.vae`` codec entry or a v2 ``tempocodec_vae`` compressor entry."""
-    if isinstance(codec, dict) and codec.get("name") == CODEC_NAME:
-        configuration = codec.get("configuration")
-    elif isinstance(codec, dict) and codec.get("id") == CODEC_ID:
-        configuration = {k: v for k, v in codec.items() if k != "id"}
-    else:
+    """The configuration of a v3 ``tempocodec.vae`` codec entry or a v2 ``tempocodec_vae`` compressor entry; for a
+    ``radiance_error`` coded from the latents (``tempocodec.noise`` / ``tempocodec_noise``), that of its latents."""
+    name = codec.get("name", codec.get("id")) if isinstance(codec, dict) else None
+    if name not in (CODEC_NAME, CODEC_ID, NOISE_CODEC_NAME, NOISE_CODEC_ID):
         raise _not_vae(where, codecs)
+    configuration = codec.get("configuration") if "name" in codec else {k: v for k, v in codec.items() if k != "id"}
     if not isinstance(configuration, dict):
-        raise TempocodecError(f"{where}: bad {CODEC_NAME} codec configuration ({configuration!r:.80})")
+        raise TempocodecError(f"{where}: bad {name} codec configuration ({configuration!r:.80})")
     try:
+        if name in (NOISE_CODEC_NAME, NOISE_CODEC_ID):
+            return NoiseConfig.parse(configuration.get("radiance"), configuration.get("noise"),
+                                     configuration.get("digits")).radiance
         return CodecConfig.parse(**configuration)
     except TypeError as err:
-        raise TempocodecError(f"{where}: bad {CODEC_NAME} codec configuration ({err})") from None
+        raise TempocodecError(f"{where}: bad {name} codec configuration ({err})") from None
 
 
 def _index_codecs(conf: dict[str, Any], where: str) -> tuple[str, bool]:

@@ -99,6 +99,15 @@ def blosc_lossless(zarr_format: int, typesize: int) -> dict[str, list[Any]]:
             "compressors": [CRC32C()]}
 
 
+def bitround_lossless(zarr_format: int, keepbits: int) -> dict[str, list[Any]]:
+    """:func:`blosc_lossless` of float32 after a ``BitRound`` to ``keepbits`` mantissa bits (``--lossless-aux``'s
+    ``radiance_error``): the rounding recorded in the array's own codec pipeline."""
+    lossless = blosc_lossless(zarr_format, 4)
+    if zarr_format == 3:
+        return {"filters": [BitRound(keepbits=keepbits)], **lossless}
+    return {"filters": [numcodecs.BitRound(keepbits=keepbits), *lossless["filters"]], "compressors": lossless["compressors"]}
+
+
 def _tails(zarr_format: int, typesize: int) -> list[list[Any]]:
     """The candidate lossless stages after the filters, each ending in a CRC-32C of the stored bytes (the checksum
     ``verify`` expects of every non-radiance array): zstd, Blosc-zstd with byte shuffle, with bit shuffle."""
@@ -129,6 +138,12 @@ def _stored_size(values: np.ndarray, codecs: list[Any]) -> int:
     for codec in codecs:
         data = _v2_codec(codec).encode(data)
     return len(data)
+
+
+def rounded_size(values: np.ndarray) -> int:
+    """Bytes float32 ``radiance_error`` ``values`` take in the bit-rounded encoding :func:`aux_encoding` gives it."""
+    return _stored_size(np.asarray(values, np.float32), [numcodecs.BitRound(keepbits=RADIANCE_ERROR_KEEPBITS),
+                                                          numcodecs.Zstd(level=ZSTD_LEVEL)])
 
 
 def _encoding(filters: list[Any], values: np.ndarray | None, zarr_format: int, itemsize: int) -> dict[str, Any]:

@@ -40,7 +40,8 @@ def compress_note(source: str | os.PathLike, models: Mapping[str, Any], lossless
     """The ``history`` action of ``compress``: source file, the model of each band, what else is lossy."""
     coded = ", ".join(f"{band} radiance through model {art.name} (lossy)" for band, art in sorted(models.items()))
     aux = ("other variables lossless, radiance_error bit-rounded" if lossless_aux else
-           "geolocation, angles and radiance_error within the bounds in their tempocodec_lossy attributes")
+           "geolocation and angles within the bounds in their tempocodec_lossy attributes, radiance_error exact "
+           "where on its decimal grid (else bit-rounded, marked so)")
     return f"compress {Path(source).name}: {coded or 'radiance lossless'}; {aux}"
 
 
@@ -52,6 +53,17 @@ def radiance_note(model: Any, latent_dtype: str, entry: Mapping[str, Any]) -> st
              else "no pointwise bound; error statistics in the model card")
     return (f"tempocodec.vae codec, model {model.name} (sha256 {model.sha256[:12]}), {latent_dtype} latents: "
             f"reconstructed, not the measured values; {error}")
+
+
+CODING_ATTR = "tempocodec_coding"
+"""Attribute of a variable stored exactly but in tempocodec's own coding (how; dropped on decompress)."""
+
+
+def error_note(entry: Mapping[str, Any]) -> str:
+    """The :data:`CODING_ATTR` text of a ``radiance_error`` coded from the latents (band ``entry``): exact."""
+    return (f"tempocodec.noise codec: predicted from the radiance the latents decode to by a noise model fitted to this "
+            f"granule, coded on its grid of {entry['radiance_error_digits']} significant digits; exact (every value "
+            f"as in the source)")
 
 
 def decompress_note(store: str | os.PathLike) -> str:

@@ -1,6 +1,7 @@
 """How compress codes one band's radiance: the VAE codec's zarr encoding, quantized latents' step, and the residual
 layer of an error-bounded or rate-controlled store (fitted on a sample of the granule's first stripe, written by
-:func:`tempocodec.runtime.streaming.bounded_writer` so that its bound sees each value's ``radiance_error``)."""
+:func:`tempocodec.runtime.streaming.radiance_writer` so that its bound sees each value's ``radiance_error``), and
+``radiance_error`` coded from the latents (:mod:`tempocodec.codec.noise`), written by the same sink."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
+import zarr
 
 from tempocodec.codec.config import CodecConfig, model_config
+from tempocodec.codec.kernel import encode_tiles
+from tempocodec.codec.noise import MAX_DIGITS, NoiseCoding, grid_fraction
+from tempocodec.codec.noise import encode as noise_encode
+from tempocodec.codec.noise_codec import NoiseCodec, NoiseConfig, NoiseNumcodec, decoded_radiance
 from tempocodec.codec.numcodec import make_numcodec
 from tempocodec.codec.residual import ResidualSpec
 from tempocodec.codec.residual_fit import (
     Sample,
+    fit_noise,
     fit_residual,
     latent_only_ratio,
     latent_step,
@@ -28,7 +35,8 @@ from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import RADIANCE_DIMS
 from tempocodec.prepare.tiles import TILE
 from tempocodec.runtime.artifacts import ModelArtifacts
-from tempocodec.runtime.streaming import Coder, Stripes, bounded_writer
+from tempocodec.runtime.auxcodecs import rounded_size
+from tempocodec.runtime.streaming import Coder, Sink, Stripes, radiance_writer
 
 SHARD_XTRACK = 512
 """Cross-track pixels per radiance shard (Zarr v3)."""
@@ -57,49 +65,146 @@ class ResidualRequest:
 @dataclass(frozen=True)
 class BandCoding:
     """How one band's radiance is coded: its model (None: lossless), latent dtype, residual request, the band's
-    ``radiance_error`` (what a bound refers to; kept here even when the store drops it) and the step of quantized
-    latents (None: the default)."""
+    ``radiance_error`` (what a bound refers to; kept here even when the store drops it), the step of quantized
+    latents (None: the default), and how a stored ``radiance_error`` is coded (``error_mode``, one of
+    :data:`ERROR_MODES`; ``error_digits``: its significant digits where the source says, else found on the sample)."""
 
     model: ModelArtifacts | None
     latent_dtype: str
     residual: ResidualRequest | None
     noise: xr.DataArray | None
     latent_step: float | None = None
+    error_mode: str = "rounded"
+    error_digits: int | None = None
+
+
+ERROR_MODES = ("auto", "exact", "rounded")
+"""How compress codes ``radiance_error``: ``exact`` from the radiance's latents (:mod:`tempocodec.codec.noise`),
+``rounded`` bit-rounded (:mod:`tempocodec.runtime.auxcodecs`, any zarr reader decodes it), ``auto`` whichever of the
+two is smaller on the compress sample."""
+
+
+@dataclass(frozen=True)
+class RadianceCoding:
+    """What compress writes for a VAE-coded band: its entry of the ``tempocodec.bands`` attribute, the zarr encoding
+    keys of ``radiance`` (and of ``radiance_error`` when coded from the latents), and the sinks that fill arrays
+    themselves (:data:`~tempocodec.runtime.streaming.Coder`; None: filled by another's)."""
+
+    entry: dict[str, Any]
+    encodings: dict[str, dict[str, Any]]
+    coders: dict[str, Coder | None]
 
 
 def vae_radiance(stripes: Stripes, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],
-                  zarr_format: ZarrFormat) -> tuple[dict[str, Any], dict[str, Any], dict[str, Coder]]:
-    """The band entry, zarr encoding and coders of a VAE-coded radiance (``stripes`` holds the band's ``radiance``
-    and, for a residual layer, its ``radiance_error``): quantized latents get their step from a sample of the
-    granule unless one is given, and the residual layer, when asked, is fitted on the same sample."""
+                  zarr_format: ZarrFormat) -> RadianceCoding:
+    """How a VAE-coded radiance is written (``stripes`` holds the band's ``radiance`` and, for a residual layer or
+    a predicted ``radiance_error``, that too): quantized latents get their step from a sample of the granule unless
+    one is given; the residual layer, when asked, and the noise model of a predicted ``radiance_error`` are fitted
+    on the same sample."""
     assert coding.model is not None
     model = coding.model
     if coding.residual is not None and coding.noise is None:
         raise TempocodecError("--error-bound and --ratio need the granule's radiance_error, which this band lacks")
+    predicts = coding.error_mode != "rounded" and stripes.noise == "radiance_error"
     needs_step = coding.latent_dtype == "quantized" and coding.latent_step is None
-    sample = _band_sample(stripes, coding.residual is not None, fill) if needs_step or coding.residual is not None else None
+    sample = (_band_sample(stripes, coding.residual is not None or predicts, fill)
+              if needs_step or coding.residual is not None or predicts else None)
     if needs_step:
         assert sample is not None
         plain = CodecConfig.parse(**model_config(model, "float32", float(fill), *valid))
         coding = dataclasses.replace(coding, latent_step=latent_step(sample, plain, RELATIVE_LATENT_STEP))
-    spec, request = None, coding.residual
+    spec, request, entry = None, coding.residual, _latent_entry(model, coding)
+    config = CodecConfig.parse(**model_config(model, coding.latent_dtype, float(fill), *valid, coding.latent_step))
     if request is not None:
         assert sample is not None
-        config = CodecConfig.parse(**model_config(model, coding.latent_dtype, float(fill), *valid, coding.latent_step))
         target = request.ratio
         if target is not None and config.latent_step is not None and target > 0.95 * latent_only_ratio(sample, config):
             # beyond the latent at its step: coarser latents, no residual layer and no bound
             coding = dataclasses.replace(coding, latent_step=step_for_ratio(sample, config, target))
-            return _latent_entry(model, coding) | {"mode": "ratio", "target_ratio": target}, radiance_encoding(
-                model, coding, fill, valid, zarr_format, None), {}
-        spec = fit_residual(sample, config, bound=request.bound, ratio=target)
-    encoding = radiance_encoding(model, coding, fill, valid, zarr_format, spec)
-    entry = _latent_entry(model, coding)
-    if spec is None or request is None:
-        return entry, encoding, {}
-    assert stripes.noise is not None
-    coder = _bounded_coder(encoding, fill, zarr_format, stripes.noise)
-    return entry | _residual_entry(spec, request), encoding, {"radiance": coder}
+            config = dataclasses.replace(config, latent_step=coding.latent_step)
+            entry = _latent_entry(model, coding) | {"mode": "ratio", "target_ratio": target}
+        else:
+            spec = fit_residual(sample, config, bound=request.bound, ratio=target)
+            entry |= _residual_entry(spec, request)
+    encodings = {"radiance": radiance_encoding(model, coding, fill, valid, zarr_format, spec)}
+    error = _error_config(sample, config, coding) if predicts and sample is not None else None
+    if error is not None:
+        encodings["radiance_error"] = error_encoding(error, zarr_format)
+        entry |= {"radiance_error": "predicted", "radiance_error_digits": error.coding.digits}
+    if spec is None and error is None:
+        return RadianceCoding(entry, encodings, {})
+    writer = _writer(dataclasses.replace(config, residual=spec), fill, zarr_format, stripes.noise if spec else None, error)
+    coders: dict[str, Coder | None] = {"radiance": writer} | ({"radiance_error": None} if error else {})
+    return RadianceCoding(entry, encodings, coders)
+
+
+def _error_config(sample: Sample, config: CodecConfig, coding: BandCoding) -> NoiseConfig | None:
+    """The coding of ``radiance_error`` from the latents of ``config`` (the noise model fitted to what the sample's
+    radiance decodes to, on the decimal grid the source declares or the sample's values lie on), or None where the
+    ``auto`` mode finds bit rounding smaller on the sample, or too few usable values to fit on."""
+    values = sample.noise
+    digits = coding.error_digits if coding.error_digits in range(1, MAX_DIGITS + 1) else _sample_digits(values)
+    latent = dataclasses.replace(config, residual=None)
+    fills = [sample.fill] * len(values)
+    radiance, _ = decoded_radiance(encode_tiles(sample.radiance, fills, latent), latent)
+    with np.errstate(invalid="ignore"):
+        decoded = radiance != np.float32(sample.fill)
+        usable = decoded & np.isfinite(values) & (values > 0) & (values < 1e30)
+    channels = config.n_channels
+    try:
+        model = fit_noise(np.where(usable, radiance, np.nan).reshape(-1, channels),
+                          np.where(usable, values, np.nan).reshape(-1, channels), quantile=0.5)
+    except TempocodecError:  # too few usable values to fit on
+        return None
+    error = NoiseConfig(latent, NoiseCoding(model, digits or 2))
+    if coding.error_mode == "auto":
+        exact = sum(len(noise_encode(values[i].transpose(2, 0, 1), radiance[i].transpose(2, 0, 1),
+                                     decoded[i].transpose(2, 0, 1), error.coding)) for i in range(len(values)))
+        if exact >= rounded_size(values):
+            return None
+    return error
+
+
+def declared_digits(noise: xr.DataArray | None) -> int | None:
+    """The significant digits a TEMPO writer declares for ``radiance_error`` (``number_of_significant_digits``)."""
+    value = None if noise is None else noise.attrs.get("number_of_significant_digits")
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _sample_digits(values: np.ndarray) -> int | None:
+    """The fewest significant digits (1 to 3) on whose grid nearly all real values of ``values`` lie, else None."""
+    with np.errstate(invalid="ignore"):
+        real = values[np.abs(values) < 1e30]  # fill values are not the noise estimate
+    return next((d for d in range(1, MAX_DIGITS + 1) if grid_fraction(real, d) >= 0.99), None)
+
+
+def error_encoding(config: NoiseConfig, zarr_format: ZarrFormat) -> dict[str, Any]:
+    """Zarr encoding keys of a ``radiance_error`` coded from the latents (chunked and sharded as the radiance)."""
+    chunks = config.radiance.chunk_shape
+    if zarr_format == 3:
+        return {"serializer": NoiseCodec(**config.to_json()), "compressors": None, "filters": None, "chunks": chunks,
+                "shards": (chunks[0], SHARD_XTRACK, chunks[2])}
+    return {"compressors": [NoiseNumcodec(**config.to_json())], "filters": None, "chunks": chunks}
+
+
+def _writer(config: CodecConfig, fill: np.float32, zarr_format: ZarrFormat, noise: str | None,
+            error: NoiseConfig | None) -> Coder:
+    """What fills the radiance array itself (:func:`radiance_writer`): with the residual layer's noise array
+    ``noise`` of the stripes, and the sibling ``radiance_error`` array when ``error`` codes it."""
+    cols = SHARD_XTRACK if zarr_format == 3 else TILE
+
+    def coder(target: zarr.Array) -> Sink:
+        sibling = None
+        if error is not None:
+            group = target.path.rpartition("/")[0]
+            sibling = (zarr.open_array(store=target.store, path=f"{group}/radiance_error", mode="r+",
+                                       zarr_format=zarr_format), error)
+        return radiance_writer(target, config, float(fill), cols, noise, sibling)
+
+    return coder
 
 
 def band_stripes(ds: xr.Dataset, noise: xr.DataArray | None) -> Stripes:
@@ -149,14 +254,6 @@ def _residual_entry(spec: ResidualSpec, request: ResidualRequest) -> dict[str, A
     """The band entry's description of its residual layer: mode, bound (units of radiance_error), settings."""
     mode = {"mode": "ratio", "target_ratio": request.ratio} if request.ratio else {"mode": "error-bound"}
     return mode | {"error_bound": spec.bound, "residual": spec.describe()}
-
-
-def _bounded_coder(encoding: dict[str, Any], fill: np.float32, zarr_format: ZarrFormat, noise: str) -> Coder:
-    """What fills an error-bounded radiance array: :func:`bounded_writer` with the array's codec configuration and
-    the band's noise (array ``noise`` of the stripes)."""
-    codec = encoding["serializer"] if zarr_format == 3 else encoding["compressors"][0]
-    cols = SHARD_XTRACK if zarr_format == 3 else TILE
-    return lambda target: bounded_writer(target, codec.config, float(fill), cols, noise)
 
 
 def radiance_encoding(model: ModelArtifacts, coding: BandCoding, fill: np.float32, valid: tuple[float | None, float | None],

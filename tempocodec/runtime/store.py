@@ -6,9 +6,9 @@ Layout of a store written by :func:`compress_granule` (Zarr v3 by default, v2 on
   attribute ``tempocodec`` (format version, source file name, per-band codec summary, attribute dtypes);
 - one group per band (``band_290_490_nm``, ``band_540_740_nm``): ``radiance`` in its original dims
   ``(mirror_step, xtrack, spectral_channel)`` and attributes, chunked 64×64×1028 through the VAE codec
-  (inside 64×512×1028 shards on v3); ``radiance_error`` bit-rounded to 7 mantissa bits (relative error
-  ≤ 2⁻⁸) then stored losslessly; every other variable lossless (Blosc-zstd with byte shuffle), each chunk with a
-  CRC-32C.
+  (inside 64×512×1028 shards on v3); ``radiance_error`` coded exactly from the radiance's latents (chunked and
+  sharded alike, :mod:`tempocodec.codec.noise`) or bit-rounded, whichever is smaller; geolocation and angles on
+  documented grids (:mod:`tempocodec.runtime.auxcodecs`); every other variable lossless, each chunk with a CRC-32C.
 
 A band without a model for it keeps its radiance losslessly and says so in ``tempocodec.bands``. Each radiance
 payload records its chunk grid position, and ``tempocodec.integrity`` lists every chunk object written with its
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
@@ -45,6 +44,7 @@ from tempocodec.runtime import integrity, provenance
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.runtime.auxcodecs import (
     aux_encoding,
+    bitround_lossless,
     blosc_lossless,
     bound_text,
     codec_names,
@@ -61,12 +61,20 @@ from tempocodec.runtime.location import (
     total_stored_bytes,
     zarr_target,
 )
-from tempocodec.runtime.radiance_coding import SHARD_XTRACK, BandCoding, ResidualRequest, band_stripes, vae_radiance
+from tempocodec.runtime.radiance_coding import (
+    ERROR_MODES,
+    SHARD_XTRACK,
+    BandCoding,
+    ResidualRequest,
+    band_stripes,
+    declared_digits,
+    vae_radiance,
+)
 from tempocodec.runtime.streaming import Coder, Sink, bounded_workers, to_zarr, write_group
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
-RADIANCE_ERROR_KEEPBITS = 7
+LOSSLESS_AUX_KEEPBITS = 7
 STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
 """What ``compress --overwrite`` may replace."""
 MAX_ATTRIBUTE_CHARS = 65536
@@ -136,6 +144,7 @@ def compress_granule(
     error_bound: float | None = None,
     ratio: float | None = None,
     lossless_aux: bool = False,
+    radiance_error: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
 ) -> StoreSummary:
@@ -155,11 +164,15 @@ def compress_granule(
     radiance compresses about that many times. Neither: the latent alone (about 3,200× on UV, no bound).
 
     Every variable but radiance goes through :func:`tempocodec.runtime.auxcodecs.aux_encoding` (geolocation and
-    angles on a documented grid, ``radiance_error`` bit-rounded in its own codec pipeline); ``lossless_aux`` keeps
-    them as release 0.2 did: lossless, ``radiance_error`` rounded to 7 bits.
+    angles on a documented grid); ``radiance_error`` (``radiance_error``, one of
+    :data:`~tempocodec.runtime.radiance_coding.ERROR_MODES`) is coded exactly from the radiance's latents or
+    bit-rounded in its own codec pipeline, by default whichever is smaller on the sample; ``lossless_aux`` keeps them
+    as release 0.2 did: lossless, ``radiance_error`` rounded to 7 bits.
     """
     dst = Path(dst)
     residual = ResidualRequest.parse(error_bound, ratio)
+    if radiance_error not in ERROR_MODES:
+        raise TempocodecError(f"unknown radiance_error coding {radiance_error!r}: choose one of {', '.join(ERROR_MODES)}")
     if bands not in BAND_CHOICES:
         raise TempocodecError(f"unknown band selection {bands!r}: choose one of {', '.join(BAND_CHOICES)}")
     replace = STORE if overwrite else None
@@ -178,7 +191,8 @@ def compress_granule(
             noise = ds.get("radiance_error")
             if drop_radiance_error:
                 ds = ds.drop_vars("radiance_error", errors="ignore")
-            coding = BandCoding(chosen.get(band), latent_dtype, residual, noise, latent_step)
+            coding = BandCoding(chosen.get(band), latent_dtype, residual, noise, latent_step,
+                                error_mode="rounded" if lossless_aux else radiance_error, error_digits=declared_digits(noise))
             summary[band] = _write_band(tmp, band, ds, coding, zarr_format, dtypes, progress, lossless_aux)
         _finish(tmp, granule, summary, dtypes, zarr_format)
     return store_info(dst)
@@ -230,14 +244,14 @@ def _write_band(
     ds, encoding = _lossless(ds, f"/{band}", zarr_format, dtypes)
     if not lossless_aux:
         _aux_encodings(source, ds, encoding, zarr_format)
-    elif "radiance_error" in ds:
-        ds["radiance_error"] = _bitround(ds["radiance_error"])
+    elif "radiance_error" in ds:  # rounded in its own codec pipeline, as any zarr reader sees
+        encoding["radiance_error"].update(bitround_lossless(zarr_format, LOSSLESS_AUX_KEEPBITS))
         ds["radiance_error"].attrs["tempocodec_lossy"] = (
-            f"mantissa rounded to {RADIANCE_ERROR_KEEPBITS} bits (numcodecs.BitRound), "
-            f"relative error <= 2^-{RADIANCE_ERROR_KEEPBITS + 1}"
+            f"mantissa rounded to {LOSSLESS_AUX_KEEPBITS} bits (numcodecs.BitRound), "
+            f"relative error <= 2^-{LOSSLESS_AUX_KEEPBITS + 1}"
         )
     stripes = band_stripes(ds, coding.noise)
-    coders: dict[str, Coder] = {}
+    coders: dict[str, Coder | None] = {}
     fit = None
     if model is None:
         entry: dict[str, Any] = {"radiance": "lossless", "reason": f"no model for {band}"}
@@ -246,8 +260,14 @@ def _write_band(
             raise TempocodecError(
                 f"model {model.name} takes {model.n_channels} spectral channels, {band} has {ds.sizes['spectral_channel']}"
             )
-        entry, encoding["radiance"], coders = vae_radiance(stripes, coding, fill, valid, zarr_format)
+        coded = vae_radiance(stripes, coding, fill, valid, zarr_format)
+        entry, coders = coded.entry, coded.coders
+        encoding["radiance"] = coded.encodings["radiance"]
         ds["radiance"].attrs["tempocodec_lossy"] = provenance.radiance_note(model, coding.latent_dtype, entry)
+        if "radiance_error" in coded.encodings:  # coded from the latents, exactly
+            encoding["radiance_error"].update(coded.encodings["radiance_error"])
+            ds["radiance_error"].attrs.pop("tempocodec_lossy", None)
+            ds["radiance_error"].attrs[provenance.CODING_ATTR] = provenance.error_note(entry)
         fit = feature_fit(ds, band, model.downsample)  # DOAS slant columns per latent cell, for the probes
     observers = () if fit is None else (Sink(("radiance",), lambda rows, blocks: fit.add(blocks["radiance"])),)
     chunks = {"mirror_step": TILE, "xtrack": SHARD_XTRACK if zarr_format == 3 else TILE}
@@ -284,20 +304,6 @@ def _lossless_encoding(var: xr.DataArray, zarr_format: ZarrFormat) -> dict[str, 
     return enc | blosc_lossless(zarr_format, var.dtype.itemsize)
 
 
-def _bitround(var: xr.DataArray) -> xr.DataArray:
-    """``var`` with its float32 mantissa rounded to :data:`RADIANCE_ERROR_KEEPBITS` bits, lazily; fill values pass unchanged."""
-    codec = numcodecs.BitRound(keepbits=RADIANCE_ERROR_KEEPBITS)
-
-    def round_block(block: np.ndarray) -> np.ndarray:
-        rounded = codec.encode(np.ascontiguousarray(block, dtype=np.float32))  # BitRound hands back the bits as int32
-        return np.asarray(rounded).view(np.float32).reshape(block.shape)
-
-    out = xr.apply_ufunc(round_block, var, dask="parallelized", output_dtypes=[np.float32])
-    out.attrs = dict(var.attrs)
-    out.encoding = dict(var.encoding)
-    return out
-
-
 def _fill_value(radiance: xr.DataArray) -> np.float32:
     """The radiance array's fill value (its ``_FillValue``), or TEMPO's L1B radiance fill."""
     return np.float32(radiance.encoding.get("_FillValue", radiance.attrs.get("_FillValue", RADIANCE_FILL)))
@@ -320,7 +326,8 @@ def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[s
     every object written, and consolidate the metadata so ``xr.open_zarr`` opens it directly."""
     root = zarr.open_group(tmp, mode="r+", zarr_format=zarr_format)
     for band, entry in bands.items():
-        if entry["radiance"] == "vae" and "residual" not in entry:  # the bounded writer records positions itself
+        if entry["radiance"] == "vae" and "residual" not in entry and "radiance_error" not in entry:
+            # (the radiance writer records positions itself)
             place_chunks(store_node(store_node(root, band, zarr.Group, tmp), "radiance", zarr.Array, tmp))
     root.attrs["tempocodec"] = {
         "format": STORE_FORMAT,
@@ -566,10 +573,11 @@ def _netcdf_attribute_dtype(name: Any) -> np.dtype | None:
 
 def _typed_vars(ds: xr.Dataset, where: str, dtypes: dict[str, np.dtype]) -> xr.Dataset:
     """``ds`` in native byte order, each variable's attributes given back their recorded numpy dtypes (lossy markers
-    kept: the file says which values are reconstructions)."""
+    kept: the file says which values are reconstructions; the store's own coding of exact values left out)."""
     ds = ds.copy()
     for name in ds.variables:
         attrs = dict(ds[name].attrs)
+        attrs.pop(provenance.CODING_ATTR, None)  # how the store holds exact values: not the file's business
         if ds[name].dtype.byteorder not in "=|":  # zarr gives explicit little-endian; netCDF4 wants native
             ds[name] = ds[name].astype(ds[name].dtype.newbyteorder("="))
         ds[name].attrs = _typed_attrs(attrs, f"{where.rstrip('/')}/{name}", dtypes)

@@ -32,6 +32,7 @@ import zarr
 
 from tempocodec.codec.config import CodecConfig
 from tempocodec.codec.kernel import MAX_BATCH, encode_tiles
+from tempocodec.codec.noise_codec import NoiseConfig, encode_chunks, latent_only
 from tempocodec.codec.stored import write_chunks
 from tempocodec.granule.l1b import RADIANCE_DIMS
 from tempocodec.granule.netcdf import materialise
@@ -78,7 +79,8 @@ class Sink:
 
 
 Coder = Callable[[zarr.Array], Sink]
-"""What fills one created spectral array of a group (see ``coders`` of :func:`write_group`): the sink that writes it."""
+"""What fills one created spectral array of a group (see ``coders`` of :func:`write_group`): the sink that writes it
+(None in ``coders``: another array's sink fills it)."""
 
 
 class Stripes:
@@ -190,7 +192,7 @@ def _code_stripe(rows: slice, order: list[str], steps: list[Step], ready: queue.
 
 def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict], zarr_format: Literal[2, 3],
                 chunks: dict[str, int], column: int, *, stripes: Stripes | None = None,
-                coders: dict[str, Coder] | None = None, observers: tuple[Sink, ...] = (),
+                coders: dict[str, Coder | None] | None = None, observers: tuple[Sink, ...] = (),
                 progress: Callable[[float], None] | None = None) -> None:
     """Write ``ds`` as the new group ``group`` of the store at ``path`` with the per-variable ``encoding``.
 
@@ -198,7 +200,8 @@ def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict
     spectral arrays are then created by xarray (metadata only) and filled in one :func:`stream` over ``stripes``
     (default: the spectral variables of ``ds``), ``column`` pixels across at a time (a multiple of their chunks
     across: a whole number of shards or chunks), except those named in ``coders``, whose sinks fill their own
-    array. ``observers`` also see the stripes (the product features); ``progress`` as for :func:`stream`.
+    array (or, for None, another's sink: ``radiance_error`` coded from the radiance's latents). ``observers`` also
+    see the stripes (the product features); ``progress`` as for :func:`stream`.
     """
     spectral = [str(name) for name, var in ds.data_vars.items() if var.dims == RADIANCE_DIMS]
     rest = ds.drop_vars(spectral)
@@ -213,7 +216,9 @@ def write_group(ds: xr.Dataset, path: Path, group: str, encoding: dict[str, dict
     for name in spectral:
         target = zarr.open_array(store=path, path=f"{group}/{name}", mode="r+", zarr_format=zarr_format)
         if coders and name in coders:
-            sinks.append(coders[name](target))
+            coder = coders[name]
+            if coder is not None:
+                sinks.append(coder(target))
         else:
             fill = encoding.get(name, {}).get("_FillValue", ds[name].attrs.get("_FillValue"))
             sinks.append(stripe_writer(name, target, fill, column))
@@ -238,27 +243,39 @@ def stripe_writer(name: str, target: zarr.Array, fill: Any, cols: int) -> Sink:
     return Sink((name,), write)
 
 
-def bounded_writer(target: zarr.Array, config: CodecConfig, fill: float, cols: int, noise: str) -> Sink:
-    """The sink that fills the VAE-coded radiance array ``target``, encoding here with each stripe's
-    ``radiance_error`` (array ``noise`` of the stripes) rather than through zarr's codec pipeline: the residual
-    layer's bound refers to each value's own noise, which a zarr codec cannot see. ``cols`` pixels (one shard) at a
-    time; each payload records its position.
+def radiance_writer(target: zarr.Array, config: CodecConfig, fill: float, cols: int, noise: str | None = None,
+                    error: tuple[zarr.Array, NoiseConfig] | None = None) -> Sink:
+    """The sink that fills the VAE-coded radiance array ``target`` itself rather than through zarr's codec pipeline,
+    ``cols`` pixels (one shard) at a time, each payload recording its position: with ``noise``, the name in the
+    stripes of the ``radiance_error`` that the residual layer's bound refers to (which a zarr codec cannot see);
+    with ``error``, it also fills that ``radiance_error`` array, coded from the latents just made
+    (:mod:`tempocodec.codec.noise_codec`).
     """
     tile_rows, tile_cols = config.tile
+    needs = tuple(dict.fromkeys(["radiance", *([noise] if noise else []), *(["radiance_error"] if error else [])]))
 
     def write(rows: slice, blocks: dict[str, np.ndarray]) -> None:
-        radiance, sigma = blocks["radiance"], blocks[noise]
-        for first in range(0, radiance.shape[1], cols):
+        for first in range(0, blocks["radiance"].shape[1], cols):
             origin = (rows.start // tile_rows, first // tile_cols)
-            tiles, positions = tiles_of(_nan_to_fill(radiance[:, first : first + cols], fill), origin, config.tile, fill)
-            noise_tiles, _ = tiles_of(sigma[:, first : first + cols], origin, config.tile, np.nan)
-            blobs: list[bytes] = []
+            part = {name: blocks[name][:, first : first + cols] for name in needs}
+            tiles, positions = tiles_of(_nan_to_fill(part["radiance"], fill), origin, config.tile, fill)
+            noise_tiles = tiles_of(part[noise], origin, config.tile, np.nan)[0] if noise else None
+            error_tiles = tiles_of(part["radiance_error"], origin, config.tile, np.nan)[0] if error else None
+            chunks: dict[tuple[int, int], bytes] = {}
+            errors: dict[tuple[int, int], bytes] = {}
             for i in range(0, len(tiles), MAX_BATCH):
-                part = slice(i, i + MAX_BATCH)
-                blobs += encode_tiles(tiles[part], [fill] * len(tiles[part]), config, noise_tiles[part], positions[part])
-            write_chunks(target, dict(zip(positions, blobs, strict=True)))
+                batch = slice(i, i + MAX_BATCH)
+                blobs = encode_tiles(tiles[batch], [fill] * len(tiles[batch]), config,
+                                     None if noise_tiles is None else noise_tiles[batch], positions[batch])
+                chunks.update(zip(positions[batch], blobs, strict=True))
+                if error is not None and error_tiles is not None:
+                    latents = [latent_only(blob) for blob in blobs]
+                    errors.update(zip(positions[batch], encode_chunks(error_tiles[batch], latents, error[1]), strict=True))
+            write_chunks(target, chunks)
+            if error is not None:
+                write_chunks(error[0], errors)
 
-    return Sink(("radiance", noise), write)
+    return Sink(needs, write)
 
 
 def tiles_of(block: np.ndarray, origin: tuple[int, int], tile: tuple[int, int], pad: float

@@ -44,7 +44,8 @@ class Fault:
 
 @dataclass
 class ArrayCheck:
-    """What was checked of one array: ``codec`` (``vae`` or ``lossless``), ``checksum`` (what guards its chunks:
+    """What was checked of one array: ``codec`` (``vae``, ``predicted``: a ``radiance_error`` coded from the latents,
+    decoded here, or ``lossless``), ``checksum`` (what guards its chunks:
     ``payload CRC-32``, ``crc32c`` or ``none``), stored ``objects`` read and ``chunks`` parsed or decoded."""
 
     path: str
@@ -117,8 +118,11 @@ def _check_array(report: Report, record: integrity.Record | None, meta: dict[str
                  array: zarr.Array, keys: list[str], advance: Advance) -> None:
     """Check one array's objects against the record, then its chunks; faults and notes go into ``report``."""
     band, _, name = path.rpartition("/")
-    vae = name == "radiance" and meta.get("bands", {}).get(band, {}).get("radiance") == "vae"
-    check = ArrayCheck(path, "vae" if vae else "lossless", "payload CRC-32" if vae else _checksum(array))
+    entry = meta.get("bands", {}).get(band, {})
+    vae = name == "radiance" and entry.get("radiance") == "vae"
+    predicted = name == "radiance_error" and entry.get("radiance_error") == "predicted"  # decoded with its CRC-32
+    kind = "vae" if vae else "predicted" if predicted else "lossless"
+    check = ArrayCheck(path, kind, "payload CRC-32" if vae or predicted else _checksum(array))
     report.arrays.append(check)
     contents = _read_chunks_vae(report, check, meta, band, array, advance) if vae else \
         _decode_lossless(report, check, array, keys, advance)
