@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import netCDF4
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -16,7 +17,8 @@ from tempocodec.evaluation.metrics import compare_arrays
 from tempocodec.evaluation.probe_scores import probe_scores
 from tempocodec.evaluation.report import _plot_probes
 from tempocodec.evaluation.run import Evaluation, evaluate_store
-from tempocodec.evaluation.summary import headline
+from tempocodec.evaluation.summary import headline, summary_rows
+from tempocodec.evaluation.variables import check_variables
 from tempocodec.granule.l1b import read_l1b
 from tempocodec.prepare.normalize import is_valid
 from tempocodec.runtime.store import compress_granule, open_store, store_info
@@ -273,3 +275,21 @@ def test_cloud_fraction_is_shown_clipped_to_its_range(monkeypatch, tmp_path):
     shown = ax.collections[0].get_offsets()[:, 1]
     assert shown.min() == 0.0 and shown.max() == 1.0
     assert "clipped to [0, 1] (2 were outside)" in ax.get_title()
+
+
+def test_every_other_variable_is_checked_against_its_stored_bound(evaluation, granules, store, tmp_path):
+    """The store's variables all hold their bounds; one moved past its bound (latitude by 2e-5°) is named."""
+    checks = {c.name: c for c in evaluation.variables}
+    assert {"latitude", "radiance_error", "pixel_quality_flag"} <= set(checks)
+    assert all(c.held for c in checks.values()), checks
+    assert checks["latitude"].bound == "abs <= 1e-05 degrees" and checks["pixel_quality_flag"].bound == "exact"
+    assert "other variables within their stored bounds" in dict(summary_rows(evaluation))
+    with netCDF4.Dataset(granules[0]) as nc:
+        nc.set_auto_mask(False)
+        latitude = nc[UV]["latitude"][:]
+    moved = Path(shutil.copy(granules[0], tmp_path / granules[0].name))
+    with netCDF4.Dataset(moved, "a") as nc:
+        nc[UV]["latitude"][0, 0] = latitude[0, 0] + np.float32(2e-5)
+    source = read_l1b(moved).bands[UV]
+    failed = [c.name for c in check_variables(source, open_store(store, UV)) if not c.held]
+    assert failed == ["latitude"]

@@ -29,6 +29,7 @@ from tempocodec.evaluation.doas_check import (
 )
 from tempocodec.evaluation.metrics import BLOCK_STEPS, Metrics, MetricsAccumulator
 from tempocodec.evaluation.probe_scores import ProbeScore, probe_scores
+from tempocodec.evaluation.variables import VariableCheck, check_variables
 from tempocodec.granule.l1b import open_l1b
 from tempocodec.prepare.normalize import is_valid
 from tempocodec.progress import progress_bar
@@ -95,7 +96,8 @@ def pixel_grid(source: xr.Dataset) -> PixelGrid:
 class Evaluation:
     """Everything :func:`evaluate_store` measured: the metrics, the store's compression ratios (raw bytes over
     stored bytes: of the band's radiance, and of every array against every file of the store), the DOAS
-    comparison and the probe scores (each None/empty with the reason when skipped), and example spectra."""
+    comparison and the probe scores (each None/empty with the reason when skipped), example spectra, and every other
+    variable of the band checked against its stored bound."""
 
     original: Path
     store: Path
@@ -110,6 +112,7 @@ class Evaluation:
     examples: tuple[ExampleSpectrum, ...] = field(default_factory=tuple)
     grid: PixelGrid | None = None
     bound: BoundCheck | None = None
+    variables: tuple[VariableCheck, ...] = ()
 
 
 @dataclass
@@ -185,6 +188,7 @@ def evaluate_store(original: str | os.PathLike, store: str | os.PathLike, *, ban
         metrics = acc.result(wavelength if wavelength.ndim == 1 else wavelength.mean(axis=0))
         examples = _examples(granule, band, stored, metrics)
         grid = pixel_grid(source)
+        variables = check_variables(source, stored)
     doas = None if fits is None else fits.result(doas_truth(original, acc.shape))
     probes, probes_skipped = probe_scores(original, store, band)
     return Evaluation(
@@ -201,6 +205,7 @@ def evaluate_store(original: str | os.PathLike, store: str | os.PathLike, *, ban
         examples=examples,
         grid=grid,
         bound=check,
+        variables=variables,
     )
 
 

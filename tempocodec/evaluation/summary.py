@@ -33,6 +33,7 @@ def headline(evaluation: Evaluation) -> list[str]:
         lines.append(f"- Error over instrument noise (RMSE / median radiance_error, median over channels): "
                      f"{np.nanmedian(m.noise_ratio):.3g}×.")
     lines.append(bound_line(evaluation))
+    lines.append(variables_line(evaluation))
     d = evaluation.doas
     if d is not None and d.pixels:
         lines.append(
@@ -61,6 +62,16 @@ def bound_line(evaluation: Evaluation) -> str:
     return f"- **Error bound {b.bound:g} σ {verdict}** of {b.values:,} valid values checked; {worst}."
 
 
+def variables_line(evaluation: Evaluation) -> str:
+    """The report's line on the other variables of the band, each checked against its stored bound."""
+    checks = evaluation.variables
+    failed = [c.name for c in checks if not c.held]
+    bounds = "; ".join(f"{c.name} {c.bound}" for c in checks if c.bound != "exact")
+    if failed:
+        return f"- **Other variables: {', '.join(failed)} outside their stored bounds** ({len(checks)} checked)."
+    return f"- Other variables: all {len(checks)} within their stored bounds on every value (exact but {bounds or 'none'})."
+
+
 def _bound_cell(evaluation: Evaluation) -> str:
     """The bound row's value: the store's bound, the largest error in σ, the values over the bound."""
     b = evaluation.bound
@@ -80,6 +91,8 @@ def summary_rows(evaluation: Evaluation) -> list[tuple[str, str]]:
         ("compression ratio (whole store)", f"{evaluation.ratio_store:,.1f}"),
         ("pixels / values compared", f"{m.pixels:,} / {m.values:,}"),
         ("error bound (σ): asked / largest |error| / σ / values over it", _bound_cell(evaluation)),
+        ("other variables within their stored bounds", f"{sum(c.held for c in evaluation.variables)} of "
+                                                       f"{len(evaluation.variables)}"),
         ("decoded fill where original valid", f"{m.decoded_fill:,}"),
         ("mean relative RMSE per spectrum", pct(m.mean_relative_rmse)),
         ("median relative RMSE per spectrum", pct(m.median_relative_rmse)),

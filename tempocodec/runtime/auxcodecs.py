@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -243,9 +243,10 @@ def _v3_names(codecs: list[dict[str, Any]]) -> str:
     return "+".join(names) or "raw"
 
 
-def bound_text(name: str, arr: zarr.Array) -> str:
-    """The error bound of a stored array, from its ``tempocodec_lossy`` attribute: ``exact`` when it has none."""
-    note = arr.attrs.get("tempocodec_lossy")
+def bound_text(name: str, attrs: Mapping[str, Any]) -> str:
+    """The error bound of a stored array, from the ``tempocodec_lossy`` attribute among its ``attrs``: ``exact``
+    when it has none."""
+    note = attrs.get("tempocodec_lossy")
     if not isinstance(note, str):
         return "exact"
     bound = lossy_bound(name, note)

@@ -394,7 +394,7 @@ def _summary(path: Where, root: zarr.Group, meta: dict[str, Any]) -> StoreSummar
         for name, arr in group.arrays():
             raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
             sizes.append(VariableSize(group_path, name, codec_names(arr), raw, _stored_bytes(arr),
-                                      bound_text(name, arr)))
+                                      bound_text(name, arr.attrs)))
     return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
 
 
