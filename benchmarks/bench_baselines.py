@@ -552,8 +552,8 @@ def granule_paths(directory: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/data/heldout"), help="held-out granules")
-    parser.add_argument("--train", type=Path, default=Path("/work/data/train"), help="granules to fit the PCA bases on")
+    parser.add_argument("--data", type=Path, default=Path("data/heldout"), help="held-out granules")
+    parser.add_argument("--train", type=Path, default=Path("data/train"), help="granules to fit the PCA bases on")
     parser.add_argument("--model", default="tempo-vae-uv-2", help="model name or directory")
     parser.add_argument("--granules", type=int, default=2, help="held-out granules to use (first by name)")
     parser.add_argument("--pca-granules", type=int, default=12, help="training granules for the PCA bases")

@@ -19,7 +19,7 @@ methods and the largest |error| / σ; the NO₂ DOAS slant column of the decoded
 in units of the original fit's median 1-σ; encode and decode MB/s of the kernel per mode (2 cores, shared).
 Writes a table and a plot between the markers in ``--out`` (default docs/benchmarks.md).
 
-    python benchmarks/bench_bounded.py --data /work/data/heldout --model tempo-vae-uv-2
+    python benchmarks/bench_bounded.py --data data/heldout --model tempo-vae-uv-2
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ large, so keep it outside the repository. Each command then runs in its own proc
 
 Which codec each band used is printed under the table: ``--band all`` codes a band with the VAE where there is a
 model for it and keeps its radiance lossless otherwise. Run (the target: every peak under 2.5 GB):
-``python benchmarks/bench_memory.py [--granule /work/data/fullsize/131x2048] [--rows 131] [--cols 2048]``
+``python benchmarks/bench_memory.py [--granule data/fullsize/131x2048] [--rows 131] [--cols 2048]``
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import netCDF4
 
-DEFAULT_GRANULE = Path("/work/data/fullsize/131x2048")
+DEFAULT_GRANULE = Path("data/fullsize/131x2048")
 TIME = Path("/usr/bin/time")
 TARGET_GB = 2.5
 

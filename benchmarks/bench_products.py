@@ -1,6 +1,6 @@
 """Products from the compressed store against the L2 truth, pooled over held-out granules, and query vs decompress speed.
 
-Every L1B granule of ``--data`` (with its four L2 truth files beside it; default ``/work/data/heldout``, granules no
+Every L1B granule of ``--data`` (with its four L2 truth files beside it; default ``data/heldout``, granules no
 probe or VAE trained on) is compressed with ``--model`` into a temporary store; :func:`tempocodec.runtime.query.query_store`
 then estimates the four products from the store alone (latents, geometry and the stored DOAS slant columns; the
 decoder never runs), and each is compared with its truth pooled to the latent grid (mean of each 4×4 block). R²,
@@ -8,7 +8,7 @@ RMSE and bias are pooled over all granules' cells, per probe kind, with the mean
 the R² on the cells TEMPO's NO₂/HCHO L2 flags good (flag 0 on every pixel) and the paper's R²; per-granule R² of
 the MLP probes follow. Last, on the first granule's store:
 ``decompress`` against ``query`` (best of ``--repeats``). Run:
-``python benchmarks/bench_products.py --model models/tempo-vae-uv-2 --data /work/data/heldout``
+``python benchmarks/bench_products.py --model models/tempo-vae-uv-2 --data data/heldout``
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def granule_pairs(l1b: Path, store: Path, model: str) -> dict[tuple[str, str], t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models/tempo-vae-uv-2", help="Model name or directory, with probes.")
-    parser.add_argument("--data", type=Path, default=Path("/work/data/heldout"))
+    parser.add_argument("--data", type=Path, default=Path("data/heldout"))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     granules = find_granules(args.data)

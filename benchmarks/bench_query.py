@@ -10,7 +10,7 @@ Compresses one L1B granule (``--granule``, or a simulated UV granule of ``--rows
 
 "first" is the first call in the process (ONNX sessions created then; the model directory is already loaded and
 verified by the compression), "best" the shortest of ``--repeats`` further calls. Run:
-``python benchmarks/bench_query.py --model tempo-vae-uv --granule /work/data/heldout/TEMPO_RAD_L1_...nc``
+``python benchmarks/bench_query.py --model tempo-vae-uv --granule data/heldout/TEMPO_RAD_L1_...nc``
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ marked "nearest". The tables and a plot (``--plots``/bench_transform.png: each m
 averaged over granules) go between the markers of ``--out`` (text around them is kept). Run, with L1B training
 granules that are not held out (for example ``python scripts/make_granule_sets.py probes TRAIN_DIR --scenes 12``):
 
-    python benchmarks/bench_transform.py --data /work/data/heldout --train TRAIN_DIR --model tempo-vae-uv
+    python benchmarks/bench_transform.py --data data/heldout --train TRAIN_DIR --model tempo-vae-uv
 
 Small try: ``--ks 3,6 --granules 1 --out /tmp/b.md --plots /tmp/img``.
 """

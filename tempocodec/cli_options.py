@@ -124,7 +124,7 @@ def summary_json(summary: Any) -> dict[str, Any]:
     return {
         "store": str(summary.path),
         "variables": [{"group": v.group, "name": v.name, "codec": v.codec, "raw_bytes": v.raw_bytes,
-                       "stored_bytes": v.stored_bytes, "ratio": v.ratio if v.stored_bytes else None}
+                       "stored_bytes": v.stored_bytes, "ratio": v.ratio if v.stored_bytes else None, "bound": v.bound}
                       for v in summary.variables],
         "total_raw_bytes": summary.total_raw,
         "total_stored_bytes": summary.total_stored,

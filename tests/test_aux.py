@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from helpers_cli import run_cli
 
 from tempocodec.runtime.auxcodecs import BOUNDS, RADIANCE_ERROR_KEEPBITS, aux_encoding, quiet_codecs
 from tempocodec.runtime.store import compress_granule, open_store, store_info
@@ -238,3 +239,14 @@ def test_within_bound_checks_every_value_and_fills():
     assert not within_bound("latitude", note, a, a + np.array([0, 2e-5, 0], dtype=np.float32))
     assert not within_bound("latitude", note, a, np.array([35.0, 36.0, 0.0], dtype=np.float32))  # fill not exact
     assert not within_bound("latitude", {}, a, a + np.float32(5e-6))  # no marker: exact only
+
+
+def test_the_cli_takes_the_radiance_error_coding_and_info_shows_it(granule, tiny_models, tmp_path):
+    out = tmp_path / "exact.zarr"
+    done = run_cli("compress", granule, out, "--model", MODEL, "--radiance-error", "exact", "--quiet")
+    assert done.exit_code == 0, done.output
+    info = json.loads(run_cli("info", out, "--json").output)
+    error = next(v for v in info["variables"] if v["name"] == "radiance_error")
+    assert error["bound"] == "exact" and "tempocodec.noise" in error["codec"], error
+    bad = run_cli("compress", granule, tmp_path / "bad.zarr", "--model", MODEL, "--radiance-error", "lossy")
+    assert bad.exit_code == 2 and "lossy" in bad.output and not (tmp_path / "bad.zarr").exists()

@@ -17,6 +17,7 @@ import tempocodec.granule.h5chunks as h5chunks
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.h5chunks import shuffle
 from tempocodec.granule.l1b import read_l1b, write_l1b
+from tempocodec.granule.netcdf_write import on_write
 from tempocodec.runtime.batch import decompress_stores
 from tempocodec.runtime.store import compress_granule, decompress_store
 from tempocodec.simulator import write_simulated
@@ -144,3 +145,18 @@ def test_a_chunk_failing_half_way_keeps_the_old_file(granule, tmp_path, monkeypa
     with pytest.raises(TempocodecError, match=f"{out}: cannot write: .*No space left on device"):
         write_l1b(out, read_l1b(granule))
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.nc"]
+
+
+@pytest.mark.parametrize("deflate", [0, 1])
+def test_the_writer_reports_the_bytes_of_every_block_it_writes(granule, tmp_path, deflate):
+    """What decompress's progress bar counts (MB of variables): each block once, through both writers."""
+    written: list[int] = []
+    source = read_l1b(granule)
+    with on_write(written.append):
+        write_l1b(tmp_path / "out.nc", source, deflate=deflate)
+    sizes = [v.nbytes for ds in (source.root, *source.bands.values()) for v in ds.variables.values()]
+    assert written and min(written) > 0
+    assert 0.9 * sum(sizes) <= sum(written) <= sum(sizes)
+    count = len(written)
+    write_l1b(tmp_path / "quiet.nc", source, deflate=deflate)  # outside the block nothing is called
+    assert len(written) == count

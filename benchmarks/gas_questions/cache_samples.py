@@ -13,8 +13,8 @@ from tempocodec.runtime.probes import GEOMETRY_INPUTS, PRODUCTS
 from tempocodec.training.probe_training import ProbeConfig, _split, granule_samples
 
 art = load_model(resolve_model(sys.argv[1] if len(sys.argv) > 1 else "models/tempo-vae-uv-2"))
-data = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/work/data/probes")
-heldout = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("/work/data/heldout")
+data = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("data/probes")
+heldout = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("data/heldout")
 prefix = sys.argv[4] if len(sys.argv) > 4 else "/tmp/gases/"
 fit, val, held, source = _split(data, heldout, ProbeConfig())
 print(len(fit), len(val), len(held), flush=True)

@@ -6,7 +6,7 @@ from tempocodec.granule.l1b import open_l1b
 from tempocodec.granule.l2 import l2_files_beside, read_l2
 from tempocodec.science.doas import doas_setup, fit_doas
 
-for p in sorted(Path("/work/data/heldout").glob("TEMPO_RAD*"))[4:6]:
+for p in sorted(Path("data/heldout").glob("TEMPO_RAD*"))[4:6]:
     with open_l1b(p) as g:
         ds = g.band("band_290_490_nm")
         rad = ds["radiance"].values[:64]

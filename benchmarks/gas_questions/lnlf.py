@@ -62,8 +62,8 @@ def collect(paths):
 
 
 if sys.argv[1] == "collect":
-    train = sorted(Path("/work/data/probes").glob("TEMPO_RAD*"))[: int(sys.argv[2])]
-    held = sorted(Path("/work/data/heldout").glob("TEMPO_RAD*"))
+    train = sorted(Path("data/probes").glob("TEMPO_RAD*"))[: int(sys.argv[2])]
+    held = sorted(Path("data/heldout").glob("TEMPO_RAD*"))
     t = time.time()
     np.savez("/tmp/gases/oq3_train.npz", **collect(train))
     np.savez("/tmp/gases/oq3_held.npz", **collect(held))

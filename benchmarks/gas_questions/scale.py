@@ -20,7 +20,7 @@ def corr_lag(c, lag):
 
 
 rows = {g: [] for g in ("no2", "hcho")}
-for p in sorted(Path("/work/data/heldout").glob("TEMPO_RAD*")):
+for p in sorted(Path("data/heldout").glob("TEMPO_RAD*")):
     l2 = l2_files_beside(p)
     n = read_l2(l2["NO2"])
     h = read_l2(l2["HCHO"])

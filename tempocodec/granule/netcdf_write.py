@@ -9,8 +9,10 @@ one chunk at a time in one thread under the HDF5 lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -369,6 +371,26 @@ def _blocks(var: xr.Variable, dtype: np.dtype) -> list[slice]:
     return [slice(None)]
 
 
+_ON_WRITE: ContextVar[Callable[[int], None] | None] = ContextVar("tempocodec_on_write", default=None)
+
+
+@contextlib.contextmanager
+def on_write(callback: Callable[[int], None]) -> Iterator[None]:
+    """Call ``callback(nbytes)`` after each block of variable values written inside the block (a progress bar)."""
+    token = _ON_WRITE.set(callback)
+    try:
+        yield
+    finally:
+        _ON_WRITE.reset(token)
+
+
+def _written(values: np.ndarray) -> None:
+    """Tell the :func:`on_write` callback, if any, of a block just written."""
+    callback = _ON_WRITE.get()
+    if callback is not None:
+        callback(values.nbytes)
+
+
 def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: np.dtype, where: str) -> None:
     """Write the values of ``var`` through netCDF4, streaming along a leading ``mirror_step`` in blocks."""
     data = var.data
@@ -382,6 +404,7 @@ def _write_values(path: Path, ncvar: netCDF4.Variable, var: xr.Variable, dtype: 
                     ncvar.assignValue(values)
             except (OSError, RuntimeError, ValueError, TypeError, IndexError) as err:
                 raise TempocodecError(f"{path}: cannot write {where}: {one_line(err)}") from None
+        _written(values)
 
 
 def _write_chunks(path: Path, tmp: Path, deferred: list[_Deferred]) -> None:
@@ -392,4 +415,6 @@ def _write_chunks(path: Path, tmp: Path, deferred: list[_Deferred]) -> None:
     with ChunkWriter(tmp) as out:
         for where, var, dtype in deferred:
             for block in _blocks(var, dtype):
-                out.write(f"/{where}", block.start, _cast(path, where, materialise(var.data[block]), dtype))
+                values = _cast(path, where, materialise(var.data[block]), dtype)
+                out.write(f"/{where}", block.start, values)
+                _written(values)

@@ -199,6 +199,8 @@ def lossy_bound(name: str, note: str) -> tuple[str, float] | None:
     if name == "radiance_error" and note.startswith("numcodecs BitRound"):
         keepbits = int(note.split("keepbits=")[1].split(")")[0])
         return "relative", 2.0 ** -(keepbits + 1)
+    if name == "radiance_error" and note.startswith("mantissa rounded to "):  # --lossless-aux
+        return "relative", 2.0 ** -(int(note.split()[3]) + 1)
     if name in BOUNDS and note.startswith("numcodecs FixedScaleOffset"):
         return "absolute", BOUNDS[name].bound
     return None
@@ -253,8 +255,6 @@ def bound_text(name: str, attrs: Mapping[str, Any]) -> str:
     if bound is not None:
         kind, value = bound
         return f"abs <= {value:g} {BOUNDS[name].units}" if kind == "absolute" else f"rel <= {value:.2%}"
-    if name == "radiance_error" and note.startswith("mantissa rounded to 7 bits"):  # --lossless-aux
-        return f"rel <= {2.0 ** -8:.2%}"
     return "model card" if name == "radiance" else "lossy"
 
 

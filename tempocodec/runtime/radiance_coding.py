@@ -14,7 +14,7 @@ import xarray as xr
 import zarr
 
 from tempocodec.codec.config import CodecConfig, model_config
-from tempocodec.codec.kernel import encode_tiles
+from tempocodec.codec.kernel import encode_tiles, pool
 from tempocodec.codec.noise import MAX_DIGITS, NoiseCoding, grid_fraction
 from tempocodec.codec.noise import encode as noise_encode
 from tempocodec.codec.noise_codec import NoiseCodec, NoiseConfig, NoiseNumcodec, decoded_radiance
@@ -67,7 +67,7 @@ class BandCoding:
     """How one band's radiance is coded: its model (None: lossless), latent dtype, residual request, the band's
     ``radiance_error`` (what a bound refers to; kept here even when the store drops it), the step of quantized
     latents (None: the default), and how a stored ``radiance_error`` is coded (``error_mode``, one of
-    :data:`ERROR_MODES`; ``error_digits``: its significant digits where the source says, else found on the sample)."""
+    :data:`ERROR_MODES`)."""
 
     model: ModelArtifacts | None
     latent_dtype: str
@@ -75,7 +75,6 @@ class BandCoding:
     noise: xr.DataArray | None
     latent_step: float | None = None
     error_mode: str = "rounded"
-    error_digits: int | None = None
 
 
 ERROR_MODES = ("auto", "exact", "rounded")
@@ -131,8 +130,6 @@ def vae_radiance(stripes: Stripes, coding: BandCoding, fill: np.float32, valid: 
     if error is not None:
         encodings["radiance_error"] = error_encoding(error, zarr_format)
         entry |= {"radiance_error": "predicted", "radiance_error_digits": error.coding.digits}
-    if spec is None and error is None:
-        return RadianceCoding(entry, encodings, {})
     writer = _writer(dataclasses.replace(config, residual=spec), fill, zarr_format, stripes.noise if spec else None, error)
     coders: dict[str, Coder | None] = {"radiance": writer} | ({"radiance_error": None} if error else {})
     return RadianceCoding(entry, encodings, coders)
@@ -140,29 +137,37 @@ def vae_radiance(stripes: Stripes, coding: BandCoding, fill: np.float32, valid: 
 
 def _error_config(sample: Sample, config: CodecConfig, coding: BandCoding) -> NoiseConfig | None:
     """The coding of ``radiance_error`` from the latents of ``config`` (the noise model fitted to what the sample's
-    radiance decodes to, on the decimal grid the source declares or the sample's values lie on), or None where the
-    ``auto`` mode finds bit rounding smaller on the sample, or too few usable values to fit on."""
+    radiance decodes to, on the decimal grid the source declares, else the one the sample's values lie on), or None
+    where the ``auto`` mode finds bit rounding smaller on the sample, or too few usable values to fit on."""
     values = sample.noise
-    digits = coding.error_digits if coding.error_digits in range(1, MAX_DIGITS + 1) else _sample_digits(values)
+    declared = declared_digits(coding.noise)
+    digits = declared if declared in range(1, MAX_DIGITS + 1) else _sample_digits(values)
     latent = dataclasses.replace(config, residual=None)
     fills = [sample.fill] * len(values)
     radiance, _ = decoded_radiance(encode_tiles(sample.radiance, fills, latent), latent)
-    with np.errstate(invalid="ignore"):
-        decoded = radiance != np.float32(sample.fill)
-        usable = decoded & np.isfinite(values) & (values > 0) & (values < 1e30)
     channels = config.n_channels
+    pixels = radiance.reshape(-1, channels)
+    step = max(1, len(pixels) // FIT_PIXELS)
+    fit_l, fit_s = pixels[::step], values.reshape(-1, channels)[::step]
+    with np.errstate(invalid="ignore"):
+        usable = (fit_l != np.float32(sample.fill)) & np.isfinite(fit_s) & (fit_s > 0) & (fit_s < 1e30)
     try:
-        model = fit_noise(np.where(usable, radiance, np.nan).reshape(-1, channels),
-                          np.where(usable, values, np.nan).reshape(-1, channels), quantile=0.5)
+        model = fit_noise(np.where(usable, fit_l, np.nan), np.where(usable, fit_s, np.nan), quantile=0.5)
     except TempocodecError:  # too few usable values to fit on
         return None
     error = NoiseConfig(latent, NoiseCoding(model, digits or 2))
     if coding.error_mode == "auto":
-        exact = sum(len(noise_encode(values[i].transpose(2, 0, 1), radiance[i].transpose(2, 0, 1),
-                                     decoded[i].transpose(2, 0, 1), error.coding)) for i in range(len(values)))
-        if exact >= rounded_size(values):
+        def size(i: int) -> int:
+            held = (radiance[i] != np.float32(sample.fill)).transpose(2, 0, 1)
+            return len(noise_encode(values[i].transpose(2, 0, 1), radiance[i].transpose(2, 0, 1), held, error.coding))
+
+        if sum(pool().map(size, range(len(values)))) >= rounded_size(values):
             return None
     return error
+
+
+FIT_PIXELS = 4096
+"""Spectra of the sample the noise model is fitted on (every n-th): one chunk's worth, 4 M values."""
 
 
 def declared_digits(noise: xr.DataArray | None) -> int | None:

@@ -32,14 +32,14 @@ import zarr
 from tempocodec.atomic import Replaceable, atomic_dir, check_target, is_empty_dir
 from tempocodec.bands import BAND_CHOICES
 from tempocodec.codec import payload
-from tempocodec.codec.stored import place_chunks, read_stored_chunks
+from tempocodec.codec.stored import read_stored_chunks
 from tempocodec.defaults import DEFAULT_LATENT_DTYPE
 from tempocodec.errors import TempocodecError
 from tempocodec.granule.l1b import RADIANCE_DIMS, RADIANCE_FILL, L1BGranule, open_l1b
 from tempocodec.granule.netcdf import NETCDF_FILE
 from tempocodec.granule.remote import GranuleSource, local_granule
 from tempocodec.prepare.tiles import TILE
-from tempocodec.progress import dask_progress, progress_bar
+from tempocodec.progress import progress_bar
 from tempocodec.runtime import integrity, provenance
 from tempocodec.runtime.artifacts import ModelArtifacts, load_model, resolve_model
 from tempocodec.runtime.auxcodecs import (
@@ -67,7 +67,6 @@ from tempocodec.runtime.radiance_coding import (
     BandCoding,
     ResidualRequest,
     band_stripes,
-    declared_digits,
     vae_radiance,
 )
 from tempocodec.runtime.streaming import Coder, Sink, bounded_workers, to_zarr, write_group
@@ -192,7 +191,7 @@ def compress_granule(
             if drop_radiance_error:
                 ds = ds.drop_vars("radiance_error", errors="ignore")
             coding = BandCoding(chosen.get(band), latent_dtype, residual, noise, latent_step,
-                                error_mode="rounded" if lossless_aux else radiance_error, error_digits=declared_digits(noise))
+                                error_mode="rounded" if lossless_aux else radiance_error)
             summary[band] = _write_band(tmp, band, ds, coding, zarr_format, dtypes, progress, lossless_aux)
         _finish(tmp, granule, summary, dtypes, zarr_format)
     return store_info(dst)
@@ -322,13 +321,9 @@ def _valid_range(radiance: xr.DataArray) -> tuple[float | None, float | None]:
 
 
 def _finish(tmp: Path, granule, bands: dict[str, dict[str, Any]], dtypes: dict[str, str], zarr_format: ZarrFormat) -> None:
-    """Record each radiance payload's position, then the ``tempocodec`` root attribute with the integrity record of
-    every object written, and consolidate the metadata so ``xr.open_zarr`` opens it directly."""
+    """The ``tempocodec`` root attribute with the integrity record of every object written, and consolidate the
+    metadata so ``xr.open_zarr`` opens it directly."""
     root = zarr.open_group(tmp, mode="r+", zarr_format=zarr_format)
-    for band, entry in bands.items():
-        if entry["radiance"] == "vae" and "residual" not in entry and "radiance_error" not in entry:
-            # (the radiance writer records positions itself)
-            place_chunks(store_node(store_node(root, band, zarr.Group, tmp), "radiance", zarr.Array, tmp))
     root.attrs["tempocodec"] = {
         "format": STORE_FORMAT,
         "source": Path(granule.path).name,
@@ -393,7 +388,7 @@ def _summary(path: Where, root: zarr.Group, meta: dict[str, Any]) -> StoreSummar
     for group_path, group in [("/", root), *bands]:
         for name, arr in group.arrays():
             raw = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
-            sizes.append(VariableSize(group_path, name, codec_names(arr), raw, _stored_bytes(arr),
+            sizes.append(VariableSize(group_path, name, codec_names(arr), raw, array_stored_bytes(arr),
                                       bound_text(name, arr.attrs)))
     return StoreSummary(path, tuple(sizes), dict(meta["bands"]))
 
@@ -471,11 +466,6 @@ def _block_name(key: tuple) -> str:
     return "[" + ", ".join(f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k) for k in key) + "]"
 
 
-def _stored_bytes(arr: zarr.Array) -> int:
-    """Bytes of an array's stored chunk (or shard) objects."""
-    return array_stored_bytes(arr)
-
-
 # --------------------------------------------------------------------------------------------------- decompress
 
 
@@ -520,7 +510,7 @@ def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: boo
     ``dst`` is replaced only with ``overwrite`` and only when it is a netCDF-4 file). ``deflate``: the file's deflate
     level 0..9 (0: uncompressed; None: the original files' level 1 + shuffle)."""
     from tempocodec.granule.l1b import write_l1b
-    from tempocodec.granule.netcdf_write import deflate_level
+    from tempocodec.granule.netcdf_write import deflate_level, on_write
 
     deflate_level(deflate)  # a bad level is refused before anything is read
     src, dst = locate_store(src), Path(dst)
@@ -536,8 +526,11 @@ def decompress_store(src: StoreTarget, dst: str | os.PathLike, *, overwrite: boo
     root_ds = _typed_vars(root_ds, "/", dtypes)
     root_ds.attrs = {}
     bands = {b: _typed_vars(open_store(src, b), f"/{b}/", dtypes) for b in meta["bands"]}
-    with dask_progress("decompress", enabled=progress):
+    total = sum(v.nbytes for ds in (root_ds, *bands.values()) for v in ds.variables.values()) / 1e6
+    with progress_bar(enabled=progress) as bar, on_write(lambda n: bar.advance(task, n / 1e6)):
+        task = bar.add_task("decompress (MB of variables)", total=total)  # (bound late by the callback)
         write_l1b(dst, L1BGranule(attrs=attrs, root=root_ds, bands=bands), replace=replace, deflate=deflate)
+        bar.update(task, completed=total)  # (the few coordinates netCDF4 writes with their definitions)
     return dst
 
 
