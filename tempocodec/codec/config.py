@@ -122,14 +122,6 @@ def parse_valid_range(valid_min: object, valid_max: object) -> tuple[float | Non
     return lo, hi
 
 
-SECOND_GENERATION = (
-    f"{CODEC_NAME}: this codec comes from an existing store's metadata; encoding with it would code decoded, already "
-    f"lossy radiance a second time. Drop it from .encoding to save the decoded values (tempocodec's open_store "
-    f"does), or pass a new codec (tempocodec.codec.zarr3.make_codec) to code them on purpose"
-)
-"""Why a codec parsed from a store refuses to encode (``xr.open_zarr(...).to_zarr(...)`` keeps it in ``.encoding``)."""
-
-
 # --------------------------------------------------------------------------------------------------- the spec
 
 

@@ -15,7 +15,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
 
 from tempocodec.codec import kernel
-from tempocodec.codec.config import CODEC_ID, RADIANCE_FILL, SECOND_GENERATION, CodecConfig, model_config
+from tempocodec.codec.config import CODEC_ID, RADIANCE_FILL, CodecConfig, model_config
 from tempocodec.codec.residual import ResidualSpec
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import ModelArtifacts
@@ -44,15 +44,6 @@ class VAENumcodec(Codec):
         if fill is None:  # a v2 array's fill value is what every invalid element decodes to
             raise TempocodecError(f"{CODEC_ID}: 'fill_value' must be a number, got None")
         self._fill = fill
-        self._from_store = False
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> VAENumcodec:
-        """The codec of an array's ``.zarray`` entry (what zarr calls while opening it): it decodes, and refuses to
-        encode (:data:`~tempocodec.codec.config.SECOND_GENERATION`)."""
-        codec = cls(**{k: v for k, v in config.items() if k != "id"})
-        codec._from_store = True
-        return codec
 
     @property
     def config(self) -> CodecConfig:
@@ -68,8 +59,6 @@ class VAENumcodec(Codec):
 
     def encode(self, buf: Any) -> bytes:
         """One chunk (float32 array of the chunk shape, or its raw bytes) -> payload bytes."""
-        if self._from_store:
-            raise TempocodecError(SECOND_GENERATION)
         arr = ensure_contiguous_ndarray(buf) if not isinstance(buf, np.ndarray) else np.ascontiguousarray(buf)
         if arr.dtype.itemsize == 1 and arr.dtype.kind in "uib":
             arr = arr.reshape(-1).view(np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from zarr.abc.buffer import Buffer, NDBuffer
 from zarr.abc.codec import ArrayBytesCodec
 
 from tempocodec.codec import kernel
-from tempocodec.codec.config import CODEC_NAME, SECOND_GENERATION, CodecConfig, model_config
+from tempocodec.codec.config import CODEC_NAME, CodecConfig, model_config
 from tempocodec.codec.residual import ResidualSpec
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import ModelArtifacts
@@ -43,8 +43,6 @@ class VAECodec(ArrayBytesCodec):
     is_fixed_size = False
 
     config: CodecConfig
-    from_store: bool = field(default=False, compare=False, repr=False)
-    """Parsed from an existing array's metadata (:meth:`from_dict`): it decodes, and refuses to encode."""
 
     def __init__(self, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
                  latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
@@ -54,16 +52,13 @@ class VAECodec(ArrayBytesCodec):
                                    tile=tile, fill_value=fill_value, valid_min=valid_min, valid_max=valid_max,
                                    residual=residual, latent_step=latent_step)
         object.__setattr__(self, "config", config)
-        object.__setattr__(self, "from_store", False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Codec from its ``zarr.json`` entry ``{"name": "tempocodec.vae", "configuration": {...}}``."""
         if not isinstance(data, dict) or data.get("name") != CODEC_NAME or not isinstance(data.get("configuration"), dict):
             raise TempocodecError(f"{CODEC_NAME}: codec metadata must be {{'name': {CODEC_NAME!r}, 'configuration': {{...}}}}")
-        codec = cls(**data["configuration"])
-        object.__setattr__(codec, "from_store", True)
-        return codec
+        return cls(**data["configuration"])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config.summary()})"
@@ -109,8 +104,6 @@ class VAECodec(ArrayBytesCodec):
     def _encode_batch(self, items: list[tuple[NDBuffer, ArraySpec]]) -> list[Buffer]:
         """Encode chunks with one model call per :data:`~tempocodec.codec.kernel.MAX_BATCH`; the array's fill value
         (zarr's edge padding) marks invalid elements too."""
-        if self.from_store:
-            raise TempocodecError(SECOND_GENERATION)
         tiles = np.stack([np.asarray(chunk.as_numpy_array()) for chunk, _ in items])
         fills = [float(spec.fill_value) for _, spec in items]
         blobs = kernel.encode_tiles(tiles, fills, self.config)
