@@ -194,10 +194,16 @@ def decode_tiles(chunks: Sequence[Any], fills: Sequence[float], config: CodecCon
     Valid elements are clipped to the configuration's ``[valid_min, valid_max]``; invalid elements, and everything
     outside each chunk's valid extent, become ``fills[i]``.
     """
+    where = f"{CODEC_NAME} chunk of model {config.model!r}"
+    return decode_payloads([payload.unpack(chunk, where=where, chunk_shape=config.chunk_shape) for chunk in chunks],
+                           fills, config)
+
+
+def decode_payloads(parsed: Sequence[payload.Payload], fills: Sequence[float], config: CodecConfig) -> np.ndarray:
+    """:func:`decode_tiles` of payloads already unpacked (:func:`tempocodec.codec.payload.unpack`)."""
     art = config.artifacts()
     rows, cols, channels = config.chunk_shape
     where = f"{CODEC_NAME} chunk of model {config.model!r}"
-    parsed = [payload.unpack(chunk, where=where, chunk_shape=config.chunk_shape) for chunk in chunks]
     lat_shape = (art.latent_channels, rows // art.downsample, cols // art.downsample)
     for p in parsed:
         if (p.tile, p.n_channels, p.downsample, p.latent.shape[0]) != (config.tile, channels, art.downsample, lat_shape[0]):

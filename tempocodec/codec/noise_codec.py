@@ -17,7 +17,6 @@ import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from zarr.abc.codec import ArrayBytesCodec
 
 from tempocodec.codec import kernel, noise, payload
 from tempocodec.codec.config import CodecConfig
+from tempocodec.codec.zarr3 import batched
 from tempocodec.errors import TempocodecError
 
 if TYPE_CHECKING:
@@ -91,11 +91,13 @@ and compress runs this decoder beside its encoder."""
 
 def decoded_radiance(latents: list[bytes], config: CodecConfig) -> tuple[np.ndarray, list[np.ndarray]]:
     """Radiance float32 ``(N, rows, cols, C)`` the latent payloads decode to, and which elements each holds."""
-    radiance = np.empty((len(latents), *config.chunk_shape), np.float32)
-    for i in range(0, len(latents), DECODE_BATCH):
-        part = latents[i : i + DECODE_BATCH]
-        radiance[i : i + len(part)] = kernel.decode_tiles(part, [config.fill_value or 0.0] * len(part), config)
-    return radiance, [_predicted(payload.unpack(blob, chunk_shape=config.chunk_shape)) for blob in latents]
+    parsed = [payload.unpack(blob, where=f"{NOISE_CODEC_NAME} latent", chunk_shape=config.chunk_shape)
+              for blob in latents]
+    radiance = np.empty((len(parsed), *config.chunk_shape), np.float32)
+    for i in range(0, len(parsed), DECODE_BATCH):
+        part = parsed[i : i + DECODE_BATCH]
+        radiance[i : i + len(part)] = kernel.decode_payloads(part, [config.fill_value or 0.0] * len(part), config)
+    return radiance, [_predicted(p) for p in parsed]
 
 
 def encode_chunks(sigma: np.ndarray, latents: list[bytes], config: NoiseConfig) -> list[bytes]:
@@ -192,14 +194,7 @@ class NoiseCodec(ArrayBytesCodec):
 
     async def decode(self, chunks_and_specs: Iterable[tuple[Buffer | None, ArraySpec]]) -> Iterable[NDBuffer | None]:
         """Decode a mini-batch of chunks in one worker-thread call (one decoder run); None entries pass through."""
-        items = list(chunks_and_specs)
-        present = [i for i, (data, _) in enumerate(items) if data is not None]
-        results: list[NDBuffer | None] = [None] * len(items)
-        if present:
-            done = await asyncio.to_thread(self._decode_batch, [items[i] for i in present])  # type: ignore[misc]
-            for i, value in zip(present, done, strict=True):
-                results[i] = value
-        return results
+        return await batched(self._decode_batch, list(chunks_and_specs))
 
 
 class NoiseNumcodec(Codec):
@@ -210,7 +205,7 @@ class NoiseNumcodec(Codec):
     def __init__(self, radiance: dict[str, Any], noise: dict[str, Any], digits: int) -> None:
         self._config = NoiseConfig.parse(radiance, noise, digits)
 
-    @cached_property
+    @property
     def config(self) -> NoiseConfig:
         """The parsed configuration."""
         return self._config

@@ -120,14 +120,14 @@ class VAECodec(ArrayBytesCodec):
 
     async def encode(self, chunks_and_specs: Iterable[tuple[NDBuffer | None, ArraySpec]]) -> Iterable[Buffer | None]:
         """Encode a mini-batch of chunks in one worker-thread call; None entries pass through."""
-        return await _batched(self._encode_batch, list(chunks_and_specs))
+        return await batched(self._encode_batch, list(chunks_and_specs))
 
     async def decode(self, chunks_and_specs: Iterable[tuple[Buffer | None, ArraySpec]]) -> Iterable[NDBuffer | None]:
         """Decode a mini-batch of chunks in one worker-thread call; None entries pass through."""
-        return await _batched(self._decode_batch, list(chunks_and_specs))
+        return await batched(self._decode_batch, list(chunks_and_specs))
 
 
-async def _batched(run: Any, items: list[tuple[Any, Any]]) -> list[Any]:
+async def batched(run: Any, items: list[tuple[Any, Any]]) -> list[Any]:
     """Run ``run`` on the non-None ``(data, spec)`` items in a thread; results in place, None where data was None."""
     present = [i for i, (data, _) in enumerate(items) if data is not None]
     results: list[Any] = [None] * len(items)

@@ -140,10 +140,16 @@ def _stored_size(values: np.ndarray, codecs: list[Any]) -> int:
     return len(data)
 
 
+def _rounded() -> list[Any]:
+    """The filters of a rounded ``radiance_error``; the first of :func:`_tails` (zstd) follows, as for every spectral
+    array."""
+    return [BitRound(keepbits=RADIANCE_ERROR_KEEPBITS)]
+
+
 def rounded_size(values: np.ndarray) -> int:
     """Bytes float32 ``radiance_error`` ``values`` take in the bit-rounded encoding :func:`aux_encoding` gives it."""
-    return _stored_size(np.asarray(values, np.float32), [numcodecs.BitRound(keepbits=RADIANCE_ERROR_KEEPBITS),
-                                                          numcodecs.Zstd(level=ZSTD_LEVEL)])
+    with quiet_codecs():
+        return _stored_size(np.asarray(values, np.float32), [*_rounded(), _tails(3, 4)[0][0]])
 
 
 def _encoding(filters: list[Any], values: np.ndarray | None, zarr_format: int, itemsize: int) -> dict[str, Any]:
@@ -167,7 +173,7 @@ def aux_encoding(var: xr.DataArray, name: str, zarr_format: int) -> tuple[dict[s
             return _encoding([], None, zarr_format, size), None
         note = (f"numcodecs BitRound(keepbits={RADIANCE_ERROR_KEEPBITS}) + zstd: relative error <= "
                 f"2^-{RADIANCE_ERROR_KEEPBITS + 1}; fill values exact")
-        return _encoding([BitRound(keepbits=RADIANCE_ERROR_KEEPBITS)], None, zarr_format, size), note
+        return _encoding(_rounded(), None, zarr_format, size), note
     values = np.asarray(var.values)
     if bound is not None and var.dtype.kind == "f" and not _has_fill(var):
         grid = _grid(values.astype(np.float64), bound.bound) if var.dtype == np.float32 else None

@@ -126,11 +126,12 @@ def vae_radiance(stripes: Stripes, coding: BandCoding, fill: np.float32, valid: 
             spec = fit_residual(sample, config, bound=request.bound, ratio=target)
             entry |= _residual_entry(spec, request)
     encodings = {"radiance": radiance_encoding(model, coding, fill, valid, zarr_format, spec)}
-    error = _error_config(sample, config, coding) if predicts and sample is not None else None
+    codec = encodings["radiance"]["serializer"] if zarr_format == 3 else encodings["radiance"]["compressors"][0]
+    error = _error_config(sample, codec.config, coding) if predicts and sample is not None else None
     if error is not None:
         encodings["radiance_error"] = error_encoding(error, zarr_format)
         entry |= {"radiance_error": "predicted", "radiance_error_digits": error.coding.digits}
-    writer = _writer(dataclasses.replace(config, residual=spec), fill, zarr_format, stripes.noise if spec else None, error)
+    writer = _writer(codec.config, fill, zarr_format, stripes.noise if spec else None, error)
     coders: dict[str, Coder | None] = {"radiance": writer} | ({"radiance_error": None} if error else {})
     return RadianceCoding(entry, encodings, coders)
 
@@ -144,13 +145,13 @@ def _error_config(sample: Sample, config: CodecConfig, coding: BandCoding) -> No
     digits = declared if declared in range(1, MAX_DIGITS + 1) else _sample_digits(values)
     latent = dataclasses.replace(config, residual=None)
     fills = [sample.fill] * len(values)
-    radiance, _ = decoded_radiance(encode_tiles(sample.radiance, fills, latent), latent)
+    radiance, held = decoded_radiance(encode_tiles(sample.radiance, fills, latent), latent)
     channels = config.n_channels
-    pixels = radiance.reshape(-1, channels)
-    step = max(1, len(pixels) // FIT_PIXELS)
-    fit_l, fit_s = pixels[::step], values.reshape(-1, channels)[::step]
+    step = max(1, radiance[..., 0].size // FIT_PIXELS)
+    fit_l, fit_s = radiance.reshape(-1, channels)[::step], values.reshape(-1, channels)[::step]
+    fit_held = np.stack(held).transpose(0, 2, 3, 1).reshape(-1, channels)[::step]
     with np.errstate(invalid="ignore"):
-        usable = (fit_l != np.float32(sample.fill)) & np.isfinite(fit_s) & (fit_s > 0) & (fit_s < 1e30)
+        usable = fit_held & np.isfinite(fit_s) & (fit_s > 0) & (fit_s < 1e30)
     try:
         model = fit_noise(np.where(usable, fit_l, np.nan), np.where(usable, fit_s, np.nan), quantile=0.5)
     except TempocodecError:  # too few usable values to fit on
@@ -158,8 +159,7 @@ def _error_config(sample: Sample, config: CodecConfig, coding: BandCoding) -> No
     error = NoiseConfig(latent, NoiseCoding(model, digits or 2))
     if coding.error_mode == "auto":
         def size(i: int) -> int:
-            held = (radiance[i] != np.float32(sample.fill)).transpose(2, 0, 1)
-            return len(noise_encode(values[i].transpose(2, 0, 1), radiance[i].transpose(2, 0, 1), held, error.coding))
+            return len(noise_encode(values[i].transpose(2, 0, 1), radiance[i].transpose(2, 0, 1), held[i], error.coding))
 
         if sum(pool().map(size, range(len(values)))) >= rounded_size(values):
             return None
