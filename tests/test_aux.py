@@ -17,6 +17,7 @@ import xarray as xr
 import zarr
 from helpers_cli import run_cli
 
+from tempocodec.codec.zarr3 import make_codec
 from tempocodec.runtime.auxcodecs import BOUNDS, RADIANCE_ERROR_KEEPBITS, aux_encoding, quiet_codecs
 from tempocodec.runtime.store import compress_granule, open_store, store_info
 from tempocodec.simulator import write_simulated
@@ -182,6 +183,30 @@ def test_subset_and_save_writes_decoded_values_losslessly(stores, tmp_path):
         assert "tempocodec" not in codecs and "bitround" not in codecs and "fixedscaleoffset" not in codecs, name
     back = xr.open_zarr(tmp_path / "sub.zarr", consolidated=False, mask_and_scale=False)
     np.testing.assert_array_equal(back.radiance.values, sub.radiance.values)
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_plain_xarray_subset_save_never_codes_radiance_a_second_time(stores, granule, tmp_path, tiny_models, zarr_format):
+    """xr.open_zarr keeps the store's codec in .encoding: saving a subset refuses in one line; with the encoding
+    dropped it saves the decoded values bit for bit; a new codec passed on purpose codes them."""
+    path = stores["rounded"] if zarr_format == 3 else compress_granule(
+        granule, tmp_path / "v2.zarr", model=MODEL, zarr_format=2, radiance_error="rounded", progress=False).path
+    ds = xr.open_zarr(path, group=UV)
+    sub = ds[["radiance"]].isel(mirror_step=slice(0, 64), xtrack=slice(0, 64))
+    with pytest.raises(Exception, match="would code the decoded values a second time") as err:
+        sub.to_zarr(tmp_path / "again.zarr", zarr_format=zarr_format, consolidated=False)
+    assert "\n" not in str(err.value)
+    sub.radiance.encoding = {}
+    with quiet_codecs():
+        sub.to_zarr(tmp_path / "kept.zarr", zarr_format=zarr_format, consolidated=False)
+    back = xr.open_zarr(tmp_path / "kept.zarr", consolidated=False)
+    np.testing.assert_array_equal(back.radiance.values, sub.radiance.values)
+    if zarr_format == 3:
+        on_purpose = {"radiance": {"serializer": make_codec(MODEL, fill_value=float(FILL)), "compressors": None,
+                                   "filters": None, "chunks": (64, 64, 1028)}}
+        sub.to_zarr(tmp_path / "coded.zarr", zarr_format=3, consolidated=False, encoding=on_purpose)
+        again = xr.open_zarr(tmp_path / "coded.zarr", consolidated=False).radiance.values
+        assert np.isfinite(again).any() and not np.array_equal(again, sub.radiance.values)
 
 
 PLAIN = textwrap.dedent("""

@@ -122,6 +122,22 @@ def parse_valid_range(valid_min: object, valid_max: object) -> tuple[float | Non
     return lo, hi
 
 
+def parse_flag(value: object, key: str) -> bool:
+    """A JSON boolean."""
+    if not isinstance(value, bool):
+        raise TempocodecError(f"{_WHERE}: {key!r} must be true or false, got {value!r}")
+    return value
+
+
+SECOND_GENERATION = (
+    f"{CODEC_NAME}: this radiance was decoded from a store written by tempocodec compress; its codec (kept in "
+    f".encoding by xr.open_zarr) would code the decoded values a second time, adding error; drop it to save them "
+    f"losslessly (ds.radiance.encoding = {{}}; tempocodec.open_store does), or pass a new codec "
+    f"(tempocodec.codec.zarr3.make_codec) to code them again on purpose"
+)
+"""Why a decode-only codec refuses to encode."""
+
+
 # --------------------------------------------------------------------------------------------------- the spec
 
 
@@ -134,8 +150,10 @@ class CodecConfig:
     decodes to (None: the array's fill value, v3 only); ``valid_min``, ``valid_max``: the source's declared valid range
     in radiance units (None: no bound beyond ``0 < L < 1e30``); ``residual``: the residual layer of an error-bounded
     or rate-controlled array (:class:`~tempocodec.codec.residual.ResidualSpec`, None: latent only); ``latent_step``:
-    the quantization step of ``quantized`` latents. The last five are optional keys in the JSON (stores written
-    before they existed decode as before).
+    the quantization step of ``quantized`` latents; ``decode_only``: the configuration ``tempocodec compress``
+    records on the radiance it writes, whose values are already decoded output: a codec built from it decodes and
+    refuses to encode (:data:`SECOND_GENERATION`). The last six are optional keys in the JSON (stores written before
+    they existed decode as before).
     """
 
     model: str
@@ -149,12 +167,14 @@ class CodecConfig:
     valid_max: float | None = None
     residual: ResidualSpec | None = None
     latent_step: float | None = None
+    decode_only: bool = False
 
     @classmethod
     def parse(cls, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
               latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
               valid_min: float | None = None, valid_max: float | None = None,
-              residual: ResidualSpec | dict[str, Any] | None = None, latent_step: float | None = None) -> CodecConfig:
+              residual: ResidualSpec | dict[str, Any] | None = None, latent_step: float | None = None,
+              decode_only: bool = False) -> CodecConfig:
         """Check and normalize raw configuration values (from JSON or from Python)."""
         mu_t, sigma_t = parse_statistics(mu, sigma)
         lo, hi = parse_valid_range(valid_min, valid_max)
@@ -172,6 +192,7 @@ class CodecConfig:
             valid_max=hi,
             residual=residual,
             latent_step=parse_latent_step(parse_latent_dtype(latent_dtype), latent_step),
+            decode_only=parse_flag(decode_only, "decode_only"),
         )
 
     @property
@@ -185,7 +206,7 @@ class CodecConfig:
         return (*self.tile, self.n_channels)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-able configuration (``fill_value``, ``valid_min``, ``valid_max`` left out when None)."""
+        """JSON-able configuration (optional keys left out when None, ``decode_only`` when False)."""
         data: dict[str, Any] = {
             "model": self.model,
             "model_sha256": self.model_sha256,
@@ -196,7 +217,8 @@ class CodecConfig:
         }
         optional = {"fill_value": self.fill_value, "valid_min": self.valid_min, "valid_max": self.valid_max,
                     "latent_step": self.latent_step,
-                    "residual": None if self.residual is None else self.residual.to_json()}
+                    "residual": None if self.residual is None else self.residual.to_json(),
+                    "decode_only": self.decode_only or None}
         return data | {key: value for key, value in optional.items() if value is not None}
 
     def summary(self) -> str:

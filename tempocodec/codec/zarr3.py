@@ -17,7 +17,7 @@ from zarr.abc.buffer import Buffer, NDBuffer
 from zarr.abc.codec import ArrayBytesCodec
 
 from tempocodec.codec import kernel
-from tempocodec.codec.config import CODEC_NAME, CodecConfig, model_config
+from tempocodec.codec.config import CODEC_NAME, SECOND_GENERATION, CodecConfig, model_config
 from tempocodec.codec.residual import ResidualSpec
 from tempocodec.errors import TempocodecError
 from tempocodec.runtime.artifacts import ModelArtifacts
@@ -36,8 +36,8 @@ class VAECodec(ArrayBytesCodec):
 
     ``fill_value`` (the source's fill) marks invalid elements on encode, besides the array's fill value, and is what
     they decode to; None (the default) uses the array's fill value. ``valid_min``, ``valid_max``: the source's valid
-    range (:class:`~tempocodec.codec.config.CodecConfig`). Each mini-batch of chunks (``codec_pipeline.batch_size``)
-    goes through the model in one call, in a worker thread.
+    range; ``decode_only``: it refuses to encode (:class:`~tempocodec.codec.config.CodecConfig`). Each mini-batch
+    of chunks (``codec_pipeline.batch_size``) goes through the model in one call, in a worker thread.
     """
 
     is_fixed_size = False
@@ -47,10 +47,11 @@ class VAECodec(ArrayBytesCodec):
     def __init__(self, *, model: str, model_sha256: str, mu: Sequence[float], sigma: Sequence[float],
                  latent_dtype: str = "float16", tile: Sequence[int] = (64, 64), fill_value: float | None = None,
                  valid_min: float | None = None, valid_max: float | None = None,
-                 residual: ResidualSpec | dict[str, Any] | None = None, latent_step: float | None = None) -> None:
+                 residual: ResidualSpec | dict[str, Any] | None = None, latent_step: float | None = None,
+                 decode_only: bool = False) -> None:
         config = CodecConfig.parse(model=model, model_sha256=model_sha256, mu=mu, sigma=sigma, latent_dtype=latent_dtype,
                                    tile=tile, fill_value=fill_value, valid_min=valid_min, valid_max=valid_max,
-                                   residual=residual, latent_step=latent_step)
+                                   residual=residual, latent_step=latent_step, decode_only=decode_only)
         object.__setattr__(self, "config", config)
 
     @classmethod
@@ -104,6 +105,8 @@ class VAECodec(ArrayBytesCodec):
     def _encode_batch(self, items: list[tuple[NDBuffer, ArraySpec]]) -> list[Buffer]:
         """Encode chunks with one model call per :data:`~tempocodec.codec.kernel.MAX_BATCH`; the array's fill value
         (zarr's edge padding) marks invalid elements too."""
+        if self.config.decode_only:
+            raise TempocodecError(SECOND_GENERATION)
         tiles = np.stack([np.asarray(chunk.as_numpy_array()) for chunk, _ in items])
         fills = [float(spec.fill_value) for _, spec in items]
         blobs = kernel.encode_tiles(tiles, fills, self.config)
@@ -140,8 +143,10 @@ async def batched(run: Any, items: list[tuple[Any, Any]]) -> list[Any]:
 
 def make_codec(model: ModelArtifacts | str | os.PathLike, latent_dtype: str = "float16", fill_value: float | None = None,
                valid_min: float | None = None, valid_max: float | None = None,
-               residual: ResidualSpec | None = None, latent_step: float | None = None) -> VAECodec:
+               residual: ResidualSpec | None = None, latent_step: float | None = None,
+               decode_only: bool = False) -> VAECodec:
     """The Zarr v3 codec for ``model`` and a source with ``fill_value`` and valid range ``[valid_min, valid_max]``,
     with the residual layer ``residual`` (None: latent only); ``fill_value`` None decodes invalid elements to the
-    array's fill value."""
-    return VAECodec(**model_config(model, latent_dtype, fill_value, valid_min, valid_max, latent_step), residual=residual)
+    array's fill value; ``decode_only``: the codec a store writer records, which refuses to encode."""
+    return VAECodec(**model_config(model, latent_dtype, fill_value, valid_min, valid_max, latent_step), residual=residual,
+                    decode_only=decode_only)

@@ -143,7 +143,7 @@ def _error_config(sample: Sample, config: CodecConfig, coding: BandCoding) -> No
     values = sample.noise
     declared = declared_digits(coding.noise)
     digits = declared if declared in range(1, MAX_DIGITS + 1) else _sample_digits(values)
-    latent = dataclasses.replace(config, residual=None)
+    latent = dataclasses.replace(config, residual=None, decode_only=False)
     fills = [sample.fill] * len(values)
     radiance, held = decoded_radiance(encode_tiles(sample.radiance, fills, latent), latent)
     channels = config.n_channels
@@ -265,12 +265,15 @@ def radiance_encoding(model: ModelArtifacts, coding: BandCoding, fill: np.float3
                        zarr_format: ZarrFormat, residual: ResidualSpec | None = None) -> dict[str, Any]:
     """Zarr encoding of a radiance array through the VAE codec (sharded on v3), given the source's fill value and
     valid range ``(valid_min, valid_max)``: the codec takes both, and the zarr array's own fill value is the source's
-    too, so that zarr's padding and chunks it never stores read as that fill."""
+    too, so that zarr's padding and chunks it never stores read as that fill. The codec is decode only: the store
+    writer fills the array itself (:func:`~tempocodec.runtime.streaming.radiance_writer`), and the codec that
+    ``xr.open_zarr`` keeps in ``.encoding`` then refuses to code the store's decoded values a second time."""
     chunks = (TILE, TILE, model.n_channels)
     if zarr_format == 3:
         return {
             "serializer": make_codec(model, latent_dtype=coding.latent_dtype, fill_value=float(fill), valid_min=valid[0],
-                                     valid_max=valid[1], residual=residual, latent_step=coding.latent_step),
+                                     valid_max=valid[1], residual=residual, latent_step=coding.latent_step,
+                                     decode_only=True),
             "compressors": None,
             "filters": None,
             "chunks": chunks,
@@ -280,7 +283,8 @@ def radiance_encoding(model: ModelArtifacts, coding: BandCoding, fill: np.float3
         }
     return {
         "compressors": [make_numcodec(model, latent_dtype=coding.latent_dtype, fill_value=float(fill), valid_min=valid[0],
-                                      valid_max=valid[1], residual=residual, latent_step=coding.latent_step)],
+                                      valid_max=valid[1], residual=residual, latent_step=coding.latent_step,
+                                      decode_only=True)],
         "filters": None,
         "chunks": chunks,
         "_FillValue": fill,
