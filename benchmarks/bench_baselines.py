@@ -43,6 +43,7 @@ import numcodecs
 import numpy as np
 import pysz
 import zfpy
+from sklearn.decomposition import PCA
 
 from tempocodec.atomic import ANY_FILE, atomic_file
 from tempocodec.codec.config import RADIANCE_FILL
@@ -156,9 +157,8 @@ def fit_pca(paths: list[Path], art: ModelArtifacts, binnings: tuple[int, ...], c
     bases = {}
     for b, parts in samples.items():
         spectra = np.concatenate(parts).astype(np.float64)
-        mean = spectra.mean(axis=0)
-        _, vectors = np.linalg.eigh(np.cov(spectra - mean, rowvar=False))
-        bases[b] = PcaBasis(b, mean.astype(np.float32), vectors[:, ::-1][:, :components].T.astype(np.float32), len(spectra))
+        pca = PCA(components, svd_solver="covariance_eigh").fit(spectra)  # eigh of the covariance matrix
+        bases[b] = PcaBasis(b, pca.mean_.astype(np.float32), pca.components_.astype(np.float32), len(spectra))
     return bases
 
 
