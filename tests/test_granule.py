@@ -254,6 +254,22 @@ def test_xarray_opens_each_group_of_a_written_file(written: Path) -> None:
         root.close()
 
 
+def test_the_reader_gives_what_xarrays_netcdf4_backend_gives_undecoded(written: Path) -> None:
+    """The hand-written reader adds no decoding of its own (docs/format-tempo.md, *What stays hand-written*): every
+    group reads as xarray's netCDF4 backend reads it with CF decoding off, values, dtypes and attributes alike."""
+    raw = {"engine": "netcdf4", "mask_and_scale": False, "decode_times": False, "decode_coords": False,
+           "decode_timedelta": False}
+    with open_l1b(written) as f:
+        for group, ours in [(None, f.root.assign_attrs(f.attrs)), *((band, f.band(band)) for band in BANDS)]:
+            with xr.open_dataset(written, group=group, **raw) as theirs:
+                assert set(theirs.variables) <= set(ours.variables), group
+                for name, var in theirs.variables.items():
+                    assert ours[name].dtype == var.dtype, (group, name)
+                    np.testing.assert_array_equal(ours[name].values, var.values)
+                    assert_same_attrs(dict(ours[name].attrs), dict(var.attrs), f"{group}/{name}")
+                assert_same_attrs(dict(ours.attrs), dict(theirs.attrs), str(group))
+
+
 # ------------------------------------------------------------------------------------------------ lazy reading
 
 
