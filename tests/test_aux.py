@@ -225,8 +225,12 @@ PLAIN = textwrap.dedent("""
     import json, numpy as np, xarray as xr, zarr
     store, band, names, needing = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split(",")
     out = {"root": sorted(xr.open_zarr(store, consolidated=False).variables)}
-    out["arrays"] = {n: float(np.asarray(zarr.open_array(store, path=f"{band}/{n}", mode="r")[...], dtype=float).sum())
-                     for n in names}
+    import dask.array as da  # docs/format.md's recipe: the band's other variables as one lazy Dataset
+    arrays = {n: zarr.open_array(store, path=f"{band}/{n}", mode="r") for n in names}
+    ds = xr.Dataset({n: (a.metadata.dimension_names, da.from_zarr(a), a.attrs.asdict()) for n, a in arrays.items()})
+    out["lazy"] = all(isinstance(ds[n].data, da.Array) for n in names if n not in ds.dims)  # not the indexes
+    out["arrays"] = {n: float(ds[n].values.astype(float).sum()) for n in names}
+    out["dims"] = {n: list(ds[n].dims) for n in names}
     for name in needing:
         try:
             zarr.open_array(store, path=f"{band}/{name}", mode="r")
@@ -251,7 +255,8 @@ def test_plain_zarr_decodes_everything_but_radiance(stores, kind, needing):
     assert "time" in out["root"] and "mirror_step" in out["root"]
     with quiet_codecs():
         expected = {n: float(np.asarray(root[UV][n][...], dtype=float).sum()) for n in names}
-    assert out["arrays"] == pytest.approx(expected)
+    assert out["arrays"] == pytest.approx(expected) and out["lazy"]
+    assert out["dims"]["latitude"] == ["mirror_step", "xtrack"]
     assert all("tempocodec." in out[name] for name in needing), out
 
 
