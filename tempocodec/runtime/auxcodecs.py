@@ -99,13 +99,20 @@ def blosc_lossless(zarr_format: int, typesize: int) -> dict[str, list[Any]]:
             "compressors": [CRC32C()]}
 
 
-def bitround_lossless(zarr_format: int, keepbits: int) -> dict[str, list[Any]]:
-    """:func:`blosc_lossless` of float32 after a ``BitRound`` to ``keepbits`` mantissa bits (``--lossless-aux``'s
-    ``radiance_error``): the rounding recorded in the array's own codec pipeline."""
-    lossless = blosc_lossless(zarr_format, 4)
+LOSSLESS_AUX_KEEPBITS = 7
+"""Mantissa bits ``--lossless-aux`` keeps of ``radiance_error`` (release 0.2's rounding)."""
+
+
+def bitround_lossless(zarr_format: int) -> tuple[dict[str, list[Any]], str]:
+    """``--lossless-aux``'s ``radiance_error``: :func:`blosc_lossless` of float32 after a ``BitRound`` to
+    :data:`LOSSLESS_AUX_KEEPBITS` mantissa bits, the rounding recorded in the array's own codec pipeline, and its
+    ``tempocodec_lossy`` note (release 0.2's text, which :func:`lossy_bound` reads)."""
+    keepbits, lossless = LOSSLESS_AUX_KEEPBITS, blosc_lossless(zarr_format, 4)
+    note = f"mantissa rounded to {keepbits} bits (numcodecs.BitRound), relative error <= 2^-{keepbits + 1}"
     if zarr_format == 3:
-        return {"filters": [BitRound(keepbits=keepbits)], **lossless}
-    return {"filters": [numcodecs.BitRound(keepbits=keepbits), *lossless["filters"]], "compressors": lossless["compressors"]}
+        return {"filters": [BitRound(keepbits=keepbits)], **lossless}, note
+    return {"filters": [numcodecs.BitRound(keepbits=keepbits), *lossless["filters"]],
+            "compressors": lossless["compressors"]}, note
 
 
 def _tails(zarr_format: int, typesize: int) -> list[list[Any]]:

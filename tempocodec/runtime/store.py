@@ -73,7 +73,6 @@ from tempocodec.runtime.streaming import Coder, Sink, bounded_workers, to_zarr, 
 
 STORE_FORMAT = "tempocodec-store/1"
 DEFAULT_MODELS = {"band_290_490_nm": "tempo-vae-uv-2", "band_540_740_nm": "tempo-vae-vis-2"}
-LOSSLESS_AUX_KEEPBITS = 7
 STORE = Replaceable(lambda path: is_empty_dir(path) or is_store(path), "a tempocodec store")
 """What ``compress --overwrite`` may replace."""
 MAX_ATTRIBUTE_CHARS = 65536
@@ -244,11 +243,8 @@ def _write_band(
     if not lossless_aux:
         _aux_encodings(source, ds, encoding, zarr_format)
     elif "radiance_error" in ds:  # rounded in its own codec pipeline, as any zarr reader sees
-        encoding["radiance_error"].update(bitround_lossless(zarr_format, LOSSLESS_AUX_KEEPBITS))
-        ds["radiance_error"].attrs["tempocodec_lossy"] = (
-            f"mantissa rounded to {LOSSLESS_AUX_KEEPBITS} bits (numcodecs.BitRound), "
-            f"relative error <= 2^-{LOSSLESS_AUX_KEEPBITS + 1}"
-        )
+        rounded, ds["radiance_error"].attrs["tempocodec_lossy"] = bitround_lossless(zarr_format)
+        encoding["radiance_error"].update(rounded)
     stripes = band_stripes(ds, coding.noise)
     coders: dict[str, Coder | None] = {}
     fit = None
