@@ -169,6 +169,9 @@ def test_history_and_lossy_markers_in_the_store(stores, granule):
     root = zarr.open_group(stores["default"], mode="r")
     history = root.attrs["history"].splitlines()
     assert f"compress {granule.name}" in history[-1] and "tempocodec" in history[-1]
+    assert "radiance_error exact (tempocodec_coding) or bit-rounded" in history[-1]
+    rounded = zarr.open_group(stores["rounded"], mode="r").attrs["history"].splitlines()[-1]
+    assert rounded.endswith("radiance_error bit-rounded") and "exact" not in rounded
     assert root[UV]["radiance"].attrs["tempocodec_lossy"].startswith(f"tempocodec.vae codec, model {MODEL}")
 
 

@@ -36,12 +36,15 @@ def with_history(attrs: Mapping[str, Any], action: str) -> dict[str, Any]:
     return out
 
 
-def compress_note(source: str | os.PathLike, models: Mapping[str, Any], lossless_aux: bool) -> str:
-    """The ``history`` action of ``compress``: source file, the model of each band, what else is lossy."""
+def compress_note(source: str | os.PathLike, models: Mapping[str, Any], lossless_aux: bool,
+                  radiance_error: str = "auto") -> str:
+    """The ``history`` action of ``compress``: source file, the model of each band, what else is lossy (``radiance_error``:
+    the coding asked for it, :data:`~tempocodec.runtime.radiance_coding.ERROR_MODES`)."""
     coded = ", ".join(f"{band} radiance through model {art.name} (lossy)" for band, art in sorted(models.items()))
+    error = ("radiance_error bit-rounded" if radiance_error == "rounded" else
+             f"radiance_error exact ({CODING_ATTR}) or bit-rounded ({LOSSY_ATTR}), as its attributes say")
     aux = ("other variables lossless, radiance_error bit-rounded" if lossless_aux else
-           "geolocation and angles within the bounds in their tempocodec_lossy attributes, radiance_error exact "
-           "where on its decimal grid (else bit-rounded, marked so)")
+           f"geolocation and angles within the bounds in their {LOSSY_ATTR} attributes, {error}")
     return f"compress {Path(source).name}: {coded or 'radiance lossless'}; {aux}"
 
 

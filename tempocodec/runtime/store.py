@@ -182,7 +182,8 @@ def compress_granule(
             raise TempocodecError(f"{granule.path}: none of the bands {', '.join(BAND_CHOICES[bands])} is in the file")
         dtypes: dict[str, str] = {}
         summary: dict[str, dict[str, Any]] = {}
-        attrs = provenance.with_history(granule.attrs, provenance.compress_note(granule.path, chosen, lossless_aux))
+        note = provenance.compress_note(granule.path, chosen, lossless_aux, radiance_error)
+        attrs = provenance.with_history(granule.attrs, note)
         _write_root(tmp, granule.root, attrs, zarr_format, dtypes)
         for band in present:
             ds = granule.band(band)
